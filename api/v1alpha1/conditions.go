@@ -1,0 +1,37 @@
+package v1alpha1
+
+// Condition types. Ready is the positive summary (kubectl, Argo CD, Helm); Reconciling and Stalled are the
+// "abnormal-true" pair kstatus and Flux read; the rest say why a prefix is not fully in effect.
+const (
+	ConditionReady       = "Ready"
+	ConditionReconciling = "Reconciling"
+	ConditionStalled     = "Stalled"
+	// ConditionDegraded: the prefix is planned but not everywhere it could be (withdrawn nodes, export policy).
+	ConditionDegraded = "Degraded"
+	// ConditionConflict: the prefix overlaps an older AnycastPrefix and is not planned.
+	ConditionConflict = "Conflict"
+	// ConditionBound: a claim selects at least one node.
+	ConditionBound = "Bound"
+)
+
+// Condition reasons.
+const (
+	ReasonAnnounced           = "Announced"
+	ReasonNotAnnounced        = "NotAnnounced"
+	ReasonAwaitingAgents      = "AwaitingAgents"
+	ReasonNoEligibleNodes     = "NoEligibleNodes"
+	ReasonOverlap             = "Overlap"
+	ReasonNoConflict          = "NoConflict"
+	ReasonClaimNotFound       = "ClaimNotFound"
+	ReasonHealthPolicyMissing = "HealthPolicyNotFound"
+	ReasonExportDenied        = "ExportDenied"
+	ReasonMaxPrefixesExceeded = "MaxPrefixesExceeded"
+	ReasonNodesWithdrawn      = "NodesWithdrawn"
+	ReasonPaused              = "Paused"
+	ReasonAsExpected          = "AsExpected"
+	ReasonNodesSelected       = "NodesSelected"
+	ReasonNoNodesSelected     = "NoNodesSelected"
+	ReasonSecretNotFound      = "SecretNotFound"
+	ReasonInUse               = "InUse"
+	ReasonUnused              = "Unused"
+)

@@ -1,0 +1,266 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// DrainAnnotation on a Node (value "true") drains it for planned maintenance: its agent deprefers every prefix at once
+// (GRACEFUL_SHUTDOWN, RFC 8326), then withdraws after withdrawDelay, whatever the health of its service.
+const DrainAnnotation = "anycast.dev/drain"
+
+// NodeAnnouncementSpec is the plan for one node, written only by the manager. It is self-contained: the agent needs no
+// other object of this API to act on it.
+type NodeAnnouncementSpec struct {
+	// drain is set while the Node carries the anycast.dev/drain=true annotation.
+	// +optional
+	Drain bool `json:"drain,omitempty"`
+
+	// sessions are the session settings of every BGPSessionClaim that selects this node.
+	// +optional
+	// +listType=map
+	// +listMapKey=claim
+	// +kubebuilder:validation:MaxItems=64
+	Sessions []NodeSessions `json:"sessions,omitempty"`
+
+	// healthPolicies are the HealthPolicies the prefixes of this node refer to, copied so the agent never reads them.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	HealthPolicies []NodeHealthPolicy `json:"healthPolicies,omitempty"`
+
+	// prefixes to announce from this node.
+	// +optional
+	// +listType=map
+	// +listMapKey=prefix
+	// +kubebuilder:validation:MaxItems=1024
+	Prefixes []NodePrefix `json:"prefixes,omitempty"`
+}
+
+// NodeSessions are the sessions one claim gives the node.
+// +kubebuilder:validation:XValidation:rule="has(self.static) != has(self.netactuate)",message="set exactly one session provider: static or netactuate"
+type NodeSessions struct {
+	// claim is the name of the BGPSessionClaim.
+	// +required
+	Claim LocalObjectName `json:"claim"`
+
+	BGPSessionSettings `json:",inline"`
+}
+
+// NodeHealthPolicy is a HealthPolicy's spec under its name.
+type NodeHealthPolicy struct {
+	// name of the HealthPolicy.
+	// +required
+	Name LocalObjectName `json:"name"`
+
+	// spec of the HealthPolicy.
+	// +required
+	Spec HealthPolicySpec `json:"spec"`
+}
+
+// NodePrefix is one prefix the node announces, with everything resolved.
+type NodePrefix struct {
+	// prefix to announce.
+	// +required
+	Prefix CIDR `json:"prefix"`
+
+	// source is the name of the AnycastPrefix this entry comes from.
+	// +required
+	Source LocalObjectName `json:"source"`
+
+	// sessions names the claims (entries of spec.sessions) whose sessions carry the prefix; the export policies are
+	// already applied.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	Sessions []LocalObjectName `json:"sessions"`
+
+	// attributes for this node, overrides merged.
+	// +optional
+	Attributes *BGPAttributes `json:"attributes,omitempty"`
+
+	// healthPolicy names an entry of spec.healthPolicies; absent: announce unconditionally.
+	// +optional
+	HealthPolicy LocalObjectName `json:"healthPolicy,omitempty"`
+
+	// paused: the agent keeps the prefix in its current state and acts on nothing new.
+	// +optional
+	Paused bool `json:"paused,omitempty"`
+}
+
+// PrefixState is what a node currently does with a prefix.
+// +kubebuilder:validation:Enum=Announced;Withdrawn;Deprefered;Pending
+type PrefixState string
+
+// Prefix states reported by the agent.
+const (
+	PrefixAnnounced  PrefixState = "Announced"
+	PrefixWithdrawn  PrefixState = "Withdrawn"
+	PrefixDeprefered PrefixState = "Deprefered"
+	PrefixPending    PrefixState = "Pending"
+)
+
+// NodePrefixStatus is the agent's decision for one prefix.
+type NodePrefixStatus struct {
+	// prefix the decision is about.
+	// +required
+	Prefix CIDR `json:"prefix"`
+
+	// state of the prefix on this node.
+	// +required
+	State PrefixState `json:"state"`
+
+	// since when the prefix is in this state.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+
+	// reason for the state, one CamelCase word.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason,omitempty"`
+}
+
+// CheckState is the dampened result of one health check.
+// +kubebuilder:validation:Enum=Passing;Failing;Unknown
+type CheckState string
+
+// Check states reported by the agent.
+const (
+	CheckPassing CheckState = "Passing"
+	CheckFailing CheckState = "Failing"
+	CheckUnknown CheckState = "Unknown"
+)
+
+// NodeCheckStatus is the agent's view of one health check of one policy.
+type NodeCheckStatus struct {
+	// policy is the HealthPolicy the check belongs to.
+	// +required
+	Policy LocalObjectName `json:"policy"`
+
+	// name of the check.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// state after the rise/fall thresholds.
+	// +required
+	State CheckState `json:"state"`
+
+	// lastProbeTime is when the check last ran as of this status write.
+	// +optional
+	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
+
+	// consecutiveFailures counts the failed probes since the last pass.
+	// +optional
+	ConsecutiveFailures int32 `json:"consecutiveFailures,omitempty"`
+
+	// latency of the last probe.
+	// +optional
+	Latency *metav1.Duration `json:"latency,omitempty"`
+
+	// lastError is the error of the last failed probe.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	LastError string `json:"lastError,omitempty"`
+}
+
+// NodeSessionStatus is one BGP session of the node, as its speaker reports it.
+type NodeSessionStatus struct {
+	// claim the session comes from.
+	// +required
+	Claim LocalObjectName `json:"claim"`
+
+	// peerAddress of the session.
+	// +required
+	// +kubebuilder:validation:MaxLength=45
+	PeerAddress string `json:"peerAddress"`
+
+	// peerASN of the session.
+	// +optional
+	PeerASN int64 `json:"peerASN,omitempty"`
+
+	// localAddress the node speaks from.
+	// +optional
+	// +kubebuilder:validation:MaxLength=45
+	LocalAddress string `json:"localAddress,omitempty"`
+
+	// state of the session.
+	// +required
+	State SessionState `json:"state"`
+
+	// since when the session is in this state.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+}
+
+// NodeAnnouncementStatus is written only by the node's agent, and only when something changed.
+type NodeAnnouncementStatus struct {
+	// observedGeneration is the generation of the spec the agent acts on.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// agentVersion is the version of the agent.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	AgentVersion string `json:"agentVersion,omitempty"`
+
+	// prefixes: the agent's decision per prefix.
+	// +optional
+	// +listType=map
+	// +listMapKey=prefix
+	// +kubebuilder:validation:MaxItems=1024
+	Prefixes []NodePrefixStatus `json:"prefixes,omitempty"`
+
+	// checks: the result of each health check.
+	// +optional
+	// +listType=map
+	// +listMapKey=policy
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=1024
+	Checks []NodeCheckStatus `json:"checks,omitempty"`
+
+	// sessions: the BGP sessions of the node.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=256
+	Sessions []NodeSessionStatus `json:"sessions,omitempty"`
+
+	// conditions: Ready and the agent's own conditions.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// NodeAnnouncement is the plan for one node (name = node name, owned by the Node). The manager writes its spec; the
+// node's agent writes its status.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=na,categories=anycast
+// +kubebuilder:printcolumn:name="Drain",type=boolean,JSONPath=`.spec.drain`
+// +kubebuilder:printcolumn:name="Agent",type=string,JSONPath=`.status.agentVersion`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type NodeAnnouncement struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +optional
+	Spec NodeAnnouncementSpec `json:"spec,omitempty"`
+	// +optional
+	Status NodeAnnouncementStatus `json:"status,omitempty"`
+}
+
+// NodeAnnouncementList is a list of NodeAnnouncement.
+// +kubebuilder:object:root=true
+type NodeAnnouncementList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []NodeAnnouncement `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&NodeAnnouncement{}, &NodeAnnouncementList{})
+}

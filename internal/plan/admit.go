@@ -1,0 +1,224 @@
+package plan
+
+import (
+	"fmt"
+	"net/netip"
+
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+)
+
+// admitPrefixes decides, for each AnycastPrefix from the oldest to the newest, whether it is planned anew, kept as
+// last planned (frozen), or not planned at all (conflict).
+func (p *planner) admitPrefixes() {
+	type owned struct {
+		pfx   netip.Prefix
+		owner string
+	}
+	var older []owned
+	for _, ap := range p.prefixes {
+		r := &PrefixReport{Generation: ap.Generation, Paused: ap.Spec.Paused, planned: map[string][]string{}}
+		p.out.Prefixes[ap.Name] = r
+		for _, s := range ap.Spec.Prefixes {
+			pfx, ok := parsePrefix(s)
+			if !ok {
+				r.InvalidPrefixes = append(r.InvalidPrefixes, string(s))
+				continue
+			}
+			r.cidrs = append(r.cidrs, pfx)
+			// The first overlap with an older object is enough to explain the conflict.
+			if r.Conflict == nil {
+				for _, o := range older {
+					if o.pfx.Overlaps(pfx) {
+						r.Conflict = &Conflict{With: o.owner, Detail: fmt.Sprintf("%s overlaps %s", pfx, o.pfx)}
+						break
+					}
+				}
+			}
+		}
+		for _, pfx := range r.cidrs {
+			older = append(older, owned{pfx: pfx, owner: ap.Name})
+		}
+		for _, c := range ap.Spec.SessionClaims {
+			if _, ok := p.claims[string(c)]; !ok {
+				r.MissingClaims = append(r.MissingClaims, string(c))
+			}
+		}
+		if ref := ap.Spec.HealthPolicyRef; ref != nil {
+			if hp, ok := p.out.Policies[string(ref.Name)]; ok {
+				hp.Prefixes++
+			} else {
+				r.MissingPolicy = string(ref.Name)
+			}
+		}
+		if _, err := selectorOf(ap.Spec.NodeSelector); err != nil {
+			r.InvalidSelector = err.Error()
+		}
+	}
+}
+
+// placePrefix writes one admitted AnycastPrefix into the node specs.
+func (p *planner) placePrefix(ap *anycastv1.AnycastPrefix) {
+	r := p.out.Prefixes[ap.Name]
+	switch {
+	case r.Conflict != nil:
+		// Two owners of the same addresses: the newer one is not announced at all.
+	case r.Paused || r.stalled():
+		r.Frozen = true
+		p.carryOver(ap, r)
+	default:
+		p.place(ap, r)
+	}
+}
+
+// carryOver keeps a prefix exactly where and how it was last planned (fail-static): on each node that still exists,
+// its entries, the sessions they use and their health policy, taking the current claim and policy where they exist.
+func (p *planner) carryOver(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
+	for _, n := range p.nodes {
+		na := p.existing[n.Name]
+		if na == nil {
+			continue
+		}
+		for _, np := range na.Spec.Prefixes {
+			if string(np.Source) != ap.Name {
+				continue
+			}
+			b := p.build(n)
+			np := *np.DeepCopy()
+			np.Paused = r.Paused
+			b.prefixes[string(np.Prefix)] = np
+			r.planned[n.Name] = append(r.planned[n.Name], string(np.Prefix))
+			for _, claim := range np.Sessions {
+				b.perClaim[string(claim)]++
+				if _, ok := b.sessions[string(claim)]; ok {
+					continue
+				}
+				if s, ok := sessionsOf(na.Spec.Sessions, claim); ok {
+					b.sessions[string(claim)] = s
+				}
+			}
+			if np.HealthPolicy != "" {
+				if hp, ok := p.policies[string(np.HealthPolicy)]; ok {
+					b.policies[hp.Name] = anycastv1.NodeHealthPolicy{Name: np.HealthPolicy, Spec: hp.Spec}
+				} else if old, ok := policyOf(na.Spec.HealthPolicies, np.HealthPolicy); ok {
+					b.policies[string(old.Name)] = old
+				}
+			}
+		}
+		if len(r.planned[n.Name]) > 0 {
+			r.Eligible = append(r.Eligible, n.Name)
+		}
+	}
+}
+
+func sessionsOf(list []anycastv1.NodeSessions, claim anycastv1.LocalObjectName) (anycastv1.NodeSessions, bool) {
+	for _, s := range list {
+		if s.Claim == claim {
+			return *s.DeepCopy(), true
+		}
+	}
+	return anycastv1.NodeSessions{}, false
+}
+
+func policyOf(list []anycastv1.NodeHealthPolicy, name anycastv1.LocalObjectName) (anycastv1.NodeHealthPolicy, bool) {
+	for _, hp := range list {
+		if hp.Name == name {
+			return *hp.DeepCopy(), true
+		}
+	}
+	return anycastv1.NodeHealthPolicy{}, false
+}
+
+// place plans a prefix on every node selected by one of its claims and by its nodeSelector, over the claims whose
+// export policy allows it and whose maxPrefixes is not reached yet on that node.
+func (p *planner) place(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
+	sel, _ := selectorOf(ap.Spec.NodeSelector) // admitted: the error was checked
+	attrs := newAttributeResolver(ap)
+	var policy *anycastv1.HealthPolicy
+	if ref := ap.Spec.HealthPolicyRef; ref != nil {
+		policy = p.policies[string(ref.Name)]
+	}
+
+	// Export policies do not depend on the node: decide them once per claim and CIDR.
+	allowed := make(map[string][]netip.Prefix, len(ap.Spec.SessionClaims))
+	for _, c := range ap.Spec.SessionClaims {
+		info := p.claims[string(c)]
+		for _, pfx := range r.cidrs {
+			if info.exportAllows(pfx) {
+				allowed[string(c)] = append(allowed[string(c)], pfx)
+			} else {
+				r.addDenied(&r.ExportDenied, string(c), pfx.String())
+			}
+		}
+	}
+
+	for _, n := range p.nodes {
+		if !sel.Matches(labelsOf(n)) {
+			continue
+		}
+		var claims []anycastv1.LocalObjectName
+		for _, c := range ap.Spec.SessionClaims {
+			if p.claims[string(c)].selected[n.Name] {
+				claims = append(claims, c)
+			}
+		}
+		if len(claims) == 0 {
+			continue
+		}
+		r.Eligible = append(r.Eligible, n.Name)
+		b := p.build(n)
+		for _, pfx := range r.cidrs {
+			var sessions []anycastv1.LocalObjectName
+			for _, c := range claims {
+				info := p.claims[string(c)]
+				if !containsPrefix(allowed[string(c)], pfx) {
+					continue
+				}
+				if info.max > 0 && b.perClaim[string(c)] >= info.max {
+					r.addDenied(&r.MaxPrefixesExceeded, string(c), pfx.String())
+					continue
+				}
+				sessions = append(sessions, c)
+			}
+			if len(sessions) == 0 {
+				continue
+			}
+			for _, c := range sessions {
+				b.perClaim[string(c)]++
+			}
+			np := anycastv1.NodePrefix{
+				Prefix:     anycastv1.CIDR(pfx.String()),
+				Source:     anycastv1.LocalObjectName(ap.Name),
+				Sessions:   sessions,
+				Attributes: attrs.forNode(n),
+			}
+			if policy != nil {
+				np.HealthPolicy = anycastv1.LocalObjectName(policy.Name)
+				b.policies[policy.Name] = anycastv1.NodeHealthPolicy{Name: np.HealthPolicy, Spec: policy.Spec}
+			}
+			b.prefixes[string(np.Prefix)] = np
+			r.planned[n.Name] = append(r.planned[n.Name], string(np.Prefix))
+		}
+	}
+}
+
+// exportAllows reports whether the claim's allowlist (if any) covers the prefix: equal to or inside an entry.
+func (c *claimInfo) exportAllows(pfx netip.Prefix) bool {
+	if c.allowed == nil {
+		return true
+	}
+	for _, a := range c.allowed {
+		if a.Bits() <= pfx.Bits() && a.Contains(pfx.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsPrefix(list []netip.Prefix, pfx netip.Prefix) bool {
+	for _, x := range list {
+		if x == pfx {
+			return true
+		}
+	}
+	return false
+}

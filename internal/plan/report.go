@@ -1,0 +1,221 @@
+package plan
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+)
+
+// MaxSessionsInStatus bounds BGPSessionClaim.status.sessions (the CRD's maxItems).
+const MaxSessionsInStatus = 512
+
+// Conflict says which older AnycastPrefix a prefix overlaps.
+type Conflict struct {
+	With   string
+	Detail string
+}
+
+// PrefixReport is what the plan found about one AnycastPrefix.
+type PrefixReport struct {
+	Generation      int64
+	Paused          bool
+	Conflict        *Conflict
+	MissingClaims   []string
+	MissingPolicy   string
+	InvalidSelector string
+	InvalidPrefixes []string
+	// Frozen: the prefix kept its last planned entries instead of being planned anew (paused or stalled).
+	Frozen bool
+
+	// Eligible are the nodes the prefix is planned for (or, frozen, still carries it), sorted.
+	Eligible []string
+	// Announcing, Withdrawn and Awaiting partition the eligible nodes that have a planned entry by what their agent
+	// reports: every entry announced (or deprefered); an entry withdrawn; an entry not reported yet (or pending).
+	Announcing, Withdrawn, Awaiting []string
+	// Unplanned are eligible nodes on which no entry could be planned (export policy, maxPrefixes).
+	Unplanned []string
+
+	// ExportDenied and MaxPrefixesExceeded map a claim to the prefixes it does not carry, and why.
+	ExportDenied        []Denial
+	MaxPrefixesExceeded []Denial
+
+	cidrs   []netip.Prefix
+	planned map[string][]string // node → planned prefixes
+}
+
+// Denial lists prefixes a claim does not carry.
+type Denial struct {
+	Claim    string
+	Prefixes []string
+}
+
+// stalled reports whether the prefix cannot be planned until its spec or a referenced object changes.
+func (r *PrefixReport) stalled() bool {
+	return len(r.MissingClaims) > 0 || r.MissingPolicy != "" || r.InvalidSelector != "" || len(r.InvalidPrefixes) > 0
+}
+
+func (r *PrefixReport) addDenied(list *[]Denial, claim, prefix string) {
+	for i := range *list {
+		if (*list)[i].Claim == claim {
+			if !slices.Contains((*list)[i].Prefixes, prefix) {
+				(*list)[i].Prefixes = append((*list)[i].Prefixes, prefix)
+			}
+			return
+		}
+	}
+	*list = append(*list, Denial{Claim: claim, Prefixes: []string{prefix}})
+}
+
+// ClaimReport is what the plan found about one BGPSessionClaim.
+type ClaimReport struct {
+	InvalidSelector string
+	BoundNodes      int32
+	// MissingSecrets lists "name/key" references that do not resolve in the operator's namespace.
+	MissingSecrets []string
+	Established    int32
+	Total          int32
+	// Sessions are the first MaxSessionsInStatus sessions, ordered by node and peer address.
+	Sessions []anycastv1.SessionStatus
+}
+
+// PolicyReport is what the plan found about one HealthPolicy.
+type PolicyReport struct {
+	Prefixes  int32
+	Nodes     int32
+	Unhealthy int32
+}
+
+// reportClaims fills each claim's node count and checks its Secret references.
+func (p *planner) reportClaims() {
+	for name, info := range p.claims {
+		r := p.out.Claims[name]
+		r.BoundNodes = int32(len(info.selected))
+		if p.in.SecretKeys == nil {
+			continue
+		}
+		for _, ref := range secretRefsOf(&info.claim.Spec.BGPSessionSettings) {
+			if !slices.Contains(p.in.SecretKeys[ref.Name], ref.Key) {
+				r.MissingSecrets = append(r.MissingSecrets, ref.Name+"/"+ref.Key)
+			}
+		}
+	}
+}
+
+func secretRefsOf(s *anycastv1.BGPSessionSettings) []anycastv1.SecretKeyRef {
+	var refs []anycastv1.SecretKeyRef
+	if s.Static != nil {
+		for _, peer := range s.Static.Peers {
+			if peer.PasswordSecretRef != nil {
+				refs = append(refs, *peer.PasswordSecretRef)
+			}
+		}
+	}
+	if s.NetActuate != nil && s.NetActuate.APIKeySecretRef != nil {
+		refs = append(refs, *s.NetActuate.APIKeySecretRef)
+	}
+	return refs
+}
+
+// reportNodes reads what the agents report into the prefix, claim and policy reports.
+func (p *planner) reportNodes() {
+	for _, r := range p.out.Prefixes {
+		slices.Sort(r.Eligible)
+		for _, node := range r.Eligible {
+			planned := r.planned[node]
+			if len(planned) == 0 {
+				r.Unplanned = append(r.Unplanned, node)
+				continue
+			}
+			switch nodeState(p.existing[node], planned) {
+			case anycastv1.PrefixWithdrawn:
+				r.Withdrawn = append(r.Withdrawn, node)
+			case anycastv1.PrefixPending:
+				r.Awaiting = append(r.Awaiting, node)
+			default:
+				r.Announcing = append(r.Announcing, node)
+			}
+		}
+	}
+	for name, info := range p.claims {
+		p.reportSessions(name, info)
+	}
+	for name, r := range p.out.Policies {
+		for node, spec := range p.out.Announcements {
+			if !slices.ContainsFunc(spec.HealthPolicies, func(hp anycastv1.NodeHealthPolicy) bool { return string(hp.Name) == name }) {
+				continue
+			}
+			r.Nodes++
+			if na := p.existing[node]; na != nil && slices.ContainsFunc(na.Status.Checks, func(c anycastv1.NodeCheckStatus) bool {
+				return string(c.Policy) == name && c.State == anycastv1.CheckFailing
+			}) {
+				r.Unhealthy++
+			}
+		}
+	}
+}
+
+// nodeState sums up what a node's agent reports for the planned prefixes: Withdrawn if any is withdrawn, Pending if
+// any is not reported (or pending), Announced otherwise (announced or deprefered: still attracting traffic).
+func nodeState(na *anycastv1.NodeAnnouncement, planned []string) anycastv1.PrefixState {
+	if na == nil {
+		return anycastv1.PrefixPending
+	}
+	state := anycastv1.PrefixAnnounced
+	for _, pfx := range planned {
+		i := slices.IndexFunc(na.Status.Prefixes, func(s anycastv1.NodePrefixStatus) bool { return string(s.Prefix) == pfx })
+		switch {
+		case i < 0 || na.Status.Prefixes[i].State == anycastv1.PrefixPending:
+			state = anycastv1.PrefixPending
+		case na.Status.Prefixes[i].State == anycastv1.PrefixWithdrawn:
+			return anycastv1.PrefixWithdrawn
+		}
+	}
+	return state
+}
+
+// reportSessions lists the sessions of a claim's nodes with the state their agents report: for static peers every
+// (node, peer) pair, Unknown until reported; for provisioned sessions what the agents found.
+func (p *planner) reportSessions(name string, info *claimInfo) {
+	r := p.out.Claims[name]
+	nodes := make([]string, 0, len(info.selected))
+	for n := range info.selected {
+		nodes = append(nodes, n)
+	}
+	slices.Sort(nodes)
+	for _, node := range nodes {
+		var reported []anycastv1.NodeSessionStatus
+		if na := p.existing[node]; na != nil {
+			for _, s := range na.Status.Sessions {
+				if string(s.Claim) == name {
+					reported = append(reported, s)
+				}
+			}
+		}
+		var sessions []anycastv1.SessionStatus
+		if st := info.claim.Spec.Static; st != nil {
+			for _, peer := range st.Peers {
+				s := anycastv1.SessionStatus{Node: node, PeerAddress: string(peer.Address), PeerASN: int64(peer.ASN), State: anycastv1.SessionUnknown}
+				if i := slices.IndexFunc(reported, func(x anycastv1.NodeSessionStatus) bool { return x.PeerAddress == s.PeerAddress }); i >= 0 {
+					s.LocalAddress, s.State, s.Since = reported[i].LocalAddress, reported[i].State, reported[i].Since
+				}
+				sessions = append(sessions, s)
+			}
+		} else {
+			for _, x := range reported {
+				sessions = append(sessions, anycastv1.SessionStatus{Node: node, PeerAddress: x.PeerAddress, PeerASN: x.PeerASN, LocalAddress: x.LocalAddress, State: x.State, Since: x.Since})
+			}
+		}
+		slices.SortFunc(sessions, func(a, b anycastv1.SessionStatus) int { return strings.Compare(a.PeerAddress, b.PeerAddress) })
+		for _, s := range sessions {
+			r.Total++
+			if s.State == anycastv1.SessionEstablished {
+				r.Established++
+			}
+			if len(r.Sessions) < MaxSessionsInStatus {
+				r.Sessions = append(r.Sessions, s)
+			}
+		}
+	}
+}
