@@ -56,13 +56,13 @@ type BGPAttributes struct {
 	// communities are standard (ASN:VALUE) or well-known (no-export, ...) communities sent with the prefix.
 	// +optional
 	// +listType=set
-	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:MaxItems=16
 	Communities []Community `json:"communities,omitempty"`
 
 	// largeCommunities are RFC 8092 large communities (GLOBAL:LOCAL1:LOCAL2) sent with the prefix.
 	// +optional
 	// +listType=set
-	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:MaxItems=16
 	LargeCommunities []LargeCommunity `json:"largeCommunities,omitempty"`
 
 	// localPreference is sent on iBGP sessions only (eBGP peers ignore it, as RFC 4271 requires).

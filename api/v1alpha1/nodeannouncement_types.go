@@ -8,6 +8,10 @@ import (
 // (GRACEFUL_SHUTDOWN, RFC 8326), then withdraws after withdrawDelay, whatever the health of its service.
 const DrainAnnotation = "anycast.dev/drain"
 
+// MaxPrefixesPerNode bounds the prefixes one node announces (the maxItems of NodeAnnouncement.spec.prefixes, which
+// keeps the CRD's validation rules within the API server's cost budget). The plan never exceeds it.
+const MaxPrefixesPerNode = 512
+
 // NodeAnnouncementSpec is the plan for one node, written only by the manager. It is self-contained: the agent needs no
 // other object of this API to act on it.
 type NodeAnnouncementSpec struct {
@@ -29,11 +33,11 @@ type NodeAnnouncementSpec struct {
 	// +kubebuilder:validation:MaxItems=64
 	HealthPolicies []NodeHealthPolicy `json:"healthPolicies,omitempty"`
 
-	// prefixes to announce from this node.
+	// prefixes to announce from this node, at most MaxPrefixesPerNode.
 	// +optional
 	// +listType=map
 	// +listMapKey=prefix
-	// +kubebuilder:validation:MaxItems=1024
+	// +kubebuilder:validation:MaxItems=512
 	Prefixes []NodePrefix `json:"prefixes,omitempty"`
 }
 
@@ -209,7 +213,7 @@ type NodeAnnouncementStatus struct {
 	// +optional
 	// +listType=map
 	// +listMapKey=prefix
-	// +kubebuilder:validation:MaxItems=1024
+	// +kubebuilder:validation:MaxItems=512
 	Prefixes []NodePrefixStatus `json:"prefixes,omitempty"`
 
 	// checks: the result of each health check.

@@ -182,6 +182,10 @@ func (p *planner) place(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 			if len(sessions) == 0 {
 				continue
 			}
+			if len(b.prefixes) >= anycastv1.MaxPrefixesPerNode {
+				r.addDenied(&r.MaxPrefixesExceeded, nodeLimit, pfx.String())
+				continue
+			}
 			for _, c := range sessions {
 				b.perClaim[string(c)]++
 			}
@@ -200,6 +204,9 @@ func (p *planner) place(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 		}
 	}
 }
+
+// nodeLimit stands for the per-node limit in a Denial's Claim field.
+const nodeLimit = ""
 
 // exportAllows reports whether the claim's allowlist (if any) covers the prefix: equal to or inside an entry.
 func (c *claimInfo) exportAllows(pfx netip.Prefix) bool {

@@ -98,6 +98,10 @@ func prefixDegradation(r *PrefixReport) (reason, msg string) {
 		if reason == "" {
 			reason = anycastv1.ReasonMaxPrefixesExceeded
 		}
+		if d.Claim == nodeLimit {
+			parts = append(parts, fmt.Sprintf("%s not announced on some nodes: they already announce %d prefixes, the most one node may", strings.Join(d.Prefixes, ", "), anycastv1.MaxPrefixesPerNode))
+			continue
+		}
 		parts = append(parts, fmt.Sprintf("%s not sent over BGPSessionClaim %q on some nodes: its exportPolicy.maxPrefixes is reached", strings.Join(d.Prefixes, ", "), d.Claim))
 	}
 	if reason == "" {
