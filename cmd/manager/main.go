@@ -1,0 +1,112 @@
+// Command manager is the cluster-scoped singleton of anycast-operator: it plans one NodeAnnouncement per node from
+// the AnycastPrefixes, HealthPolicies and BGPSessionClaims, and keeps their status true.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/controllers"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// backends the --backend flag accepts; DESIGN.md §3 says what each can do.
+var backends = []string{"embedded", "bird", "metallb", "calico", "cilium"}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "manager:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		metricsAddr, probeAddr, namespace, backend string
+		leaderElect                                bool
+		workers                                    int
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 turns it off.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one manager replica plans at a time.")
+	flag.StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "anycast-system"), "The operator's namespace: where referenced Secrets and the leader-election Lease live.")
+	flag.StringVar(&backend, "backend", "embedded", fmt.Sprintf("How prefixes reach BGP: one of %v.", backends))
+	flag.IntVar(&workers, "write-concurrency", 16, "Concurrent API writes of one plan.")
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	log := ctrl.Log.WithName("manager")
+
+	if !slices.Contains(backends, backend) {
+		return fmt.Errorf("--backend=%q: want one of %v", backend, backends)
+	}
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := anycastv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading the kubeconfig: %w", err)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:  probeAddr,
+		LeaderElection:          leaderElect,
+		LeaderElectionID:        "anycast-manager.anycast.dev",
+		LeaderElectionNamespace: namespace,
+		// Secrets are read in the operator's namespace only, so that the manager needs no cluster-wide Secret access.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Namespaces: map[string]cache.Config{namespace: {}}},
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+	planner := &controllers.PlannerReconciler{
+		Client:    mgr.GetClient(),
+		Recorder:  mgr.GetEventRecorder(controllers.FieldOwner),
+		Clock:     clock.RealClock{},
+		Namespace: namespace,
+		Workers:   workers,
+	}
+	if err := planner.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the planner: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	log.Info("Starting manager", "version", version, "backend", backend, "namespace", namespace, "leaderElection", leaderElect)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,153 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"golang.org/x/sync/errgroup"
+
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/internal/plan"
+)
+
+// applyAnnouncements creates, updates and deletes NodeAnnouncements so they match the plan, writing only those that
+// differ.
+func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Input, out plan.Output) error {
+	logger := log.FromContext(ctx)
+	nodes := make(map[string]*corev1.Node, len(in.Nodes))
+	for i := range in.Nodes {
+		nodes[in.Nodes[i].Name] = &in.Nodes[i]
+	}
+	existing := make(map[string]*anycastv1.NodeAnnouncement, len(in.Announcements))
+	for i := range in.Announcements {
+		existing[in.Announcements[i].Name] = &in.Announcements[i]
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.Workers)
+	for name, spec := range out.Announcements {
+		node, cur := nodes[name], existing[name]
+		switch {
+		case cur == nil:
+			na := &anycastv1.NodeAnnouncement{Spec: spec}
+			na.Name = name
+			setOwnership(na, node)
+			g.Go(func() error {
+				err := r.Client.Create(ctx, na, client.FieldOwner(FieldOwner))
+				if apierrors.IsAlreadyExists(err) {
+					return nil // the cache is behind; the next reconcile compares again
+				}
+				if err != nil {
+					return fmt.Errorf("creating NodeAnnouncement %s: %w", name, err)
+				}
+				logger.V(1).Info("Created NodeAnnouncement", "node", name, "prefixes", len(spec.Prefixes))
+				return nil
+			})
+		case !jsonEqual(cur.Spec, spec) || !isOwned(cur, node):
+			na := cur.DeepCopy()
+			na.Spec = spec
+			setOwnership(na, node)
+			g.Go(func() error {
+				if err := r.Client.Update(ctx, na, client.FieldOwner(FieldOwner)); err != nil {
+					return fmt.Errorf("updating NodeAnnouncement %s: %w", name, err)
+				}
+				logger.V(1).Info("Updated NodeAnnouncement", "node", name, "prefixes", len(spec.Prefixes))
+				return nil
+			})
+		}
+	}
+	for name, cur := range existing {
+		if _, planned := out.Announcements[name]; planned || cur.DeletionTimestamp != nil {
+			continue
+		}
+		g.Go(func() error {
+			err := r.Client.Delete(ctx, cur, client.Preconditions{UID: &cur.UID})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("deleting NodeAnnouncement %s: %w", name, err)
+			}
+			logger.V(1).Info("Deleted NodeAnnouncement", "node", name)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// setOwnership labels the NodeAnnouncement and makes its Node its owner, so that the garbage collector deletes it
+// with the Node.
+func setOwnership(na *anycastv1.NodeAnnouncement, node *corev1.Node) {
+	if na.Labels == nil {
+		na.Labels = map[string]string{}
+	}
+	na.Labels[ManagedByLabel] = FieldOwner
+	na.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}
+}
+
+func isOwned(na *anycastv1.NodeAnnouncement, node *corev1.Node) bool {
+	return na.Labels[ManagedByLabel] == FieldOwner && len(na.OwnerReferences) == 1 && na.OwnerReferences[0].UID == node.UID
+}
+
+// jsonEqual compares two API values as the API server stores them: nil and empty lists, omitted and zero fields are
+// the same there, and treating them as different would rewrite objects forever.
+func jsonEqual(a, b any) bool {
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(ja, jb)
+}
+
+// applyStatuses writes the status of every AnycastPrefix, BGPSessionClaim and HealthPolicy whose status changed, and
+// records an event when an important condition flips.
+func (r *PlannerReconciler) applyStatuses(ctx context.Context, in plan.Input, out plan.Output) error {
+	now := metav1.NewTime(r.Clock.Now())
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.Workers)
+	for i := range in.Prefixes {
+		cur := &in.Prefixes[i]
+		if rep := out.Prefixes[cur.Name]; rep != nil {
+			next := cur.DeepCopy()
+			next.Status = plan.PrefixStatus(cur, rep, now)
+			r.patchStatus(ctx, g, cur, next, cur.Status.Conditions, next.Status.Conditions, cur.Status, next.Status)
+		}
+	}
+	for i := range in.Claims {
+		cur := &in.Claims[i]
+		if rep := out.Claims[cur.Name]; rep != nil && cur.DeletionTimestamp == nil {
+			next := cur.DeepCopy()
+			next.Status = plan.ClaimStatus(cur, rep, now)
+			r.patchStatus(ctx, g, cur, next, cur.Status.Conditions, next.Status.Conditions, cur.Status, next.Status)
+		}
+	}
+	for i := range in.Policies {
+		cur := &in.Policies[i]
+		if rep := out.Policies[cur.Name]; rep != nil && cur.DeletionTimestamp == nil {
+			next := cur.DeepCopy()
+			next.Status = plan.PolicyStatus(cur, rep, now)
+			r.patchStatus(ctx, g, cur, next, cur.Status.Conditions, next.Status.Conditions, cur.Status, next.Status)
+		}
+	}
+	return g.Wait()
+}
+
+// patchStatus writes next's status if it differs from cur's, then records the condition flips as events.
+func (r *PlannerReconciler) patchStatus(ctx context.Context, g *errgroup.Group, cur, next client.Object, oldConds, newConds []metav1.Condition, oldStatus, newStatus any) {
+	if jsonEqual(oldStatus, newStatus) {
+		return
+	}
+	g.Go(func() error {
+		if err := r.Client.Status().Patch(ctx, next, client.MergeFrom(cur), client.FieldOwner(FieldOwner)); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("writing the status of %s %s: %w", next.GetObjectKind().GroupVersionKind().Kind, next.GetName(), err)
+		}
+		r.recordFlips(next, oldConds, newConds)
+		return nil
+	})
+}

@@ -1,0 +1,149 @@
+// Package controllers holds the manager's reconcilers. They read the cluster, call the pure plan, apply the
+// difference and set conditions; every decision lives in internal/plan.
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/internal/plan"
+)
+
+// FieldOwner is the field manager of everything the manager writes.
+const FieldOwner = "anycast-manager"
+
+// ManagedByLabel marks the objects the manager creates.
+const ManagedByLabel = "app.kubernetes.io/managed-by"
+
+// plannerKey is the only key of the planner's queue: every change replans the whole cluster, because conflicts,
+// permits and maxPrefixes are decisions across objects. The queue folds bursts of changes into one plan.
+var plannerKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "cluster"}}
+
+// PlannerReconciler keeps one NodeAnnouncement per selected node and the status of every AnycastPrefix,
+// HealthPolicy and BGPSessionClaim true to the plan.
+type PlannerReconciler struct {
+	Client   client.Client
+	Recorder events.EventRecorder
+	Clock    clock.PassiveClock
+	// Namespace is the operator's namespace, where referenced Secrets live.
+	Namespace string
+	// Workers bounds the concurrent writes of one reconcile.
+	Workers int
+}
+
+// +kubebuilder:rbac:groups=anycast.dev,resources=anycastprefixes;healthpolicies;bgpsessionclaims,verbs=get;list;watch
+// +kubebuilder:rbac:groups=anycast.dev,resources=anycastprefixes/status;healthpolicies/status;bgpsessionclaims/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=anycast.dev,resources=nodeannouncements,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch,namespace=anycast-system
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile plans the cluster and applies the plan.
+func (r *PlannerReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	in, err := r.read(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	out := plan.Compute(in)
+	if err := r.applyAnnouncements(ctx, in, out); err != nil {
+		return reconcile.Result{}, err
+	}
+	if err := r.applyStatuses(ctx, in, out); err != nil {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, nil
+}
+
+// read lists the plan's input from the cache.
+func (r *PlannerReconciler) read(ctx context.Context) (plan.Input, error) {
+	var (
+		in       plan.Input
+		nodes    corev1.NodeList
+		claims   anycastv1.BGPSessionClaimList
+		prefixes anycastv1.AnycastPrefixList
+		policies anycastv1.HealthPolicyList
+		nas      anycastv1.NodeAnnouncementList
+		secrets  corev1.SecretList
+	)
+	for _, l := range []struct {
+		list client.ObjectList
+		opts []client.ListOption
+	}{
+		{&nodes, nil}, {&claims, nil}, {&prefixes, nil}, {&policies, nil}, {&nas, nil},
+		{&secrets, []client.ListOption{client.InNamespace(r.Namespace)}},
+	} {
+		if err := r.Client.List(ctx, l.list, l.opts...); err != nil {
+			return in, fmt.Errorf("listing %T: %w", l.list, err)
+		}
+	}
+	in.Nodes, in.Claims, in.Prefixes, in.Policies, in.Announcements = nodes.Items, claims.Items, prefixes.Items, policies.Items, nas.Items
+	in.SecretKeys = make(map[string][]string, len(secrets.Items))
+	for _, s := range secrets.Items {
+		keys := make([]string, 0, len(s.Data)+len(s.StringData))
+		for k := range s.Data {
+			keys = append(keys, k)
+		}
+		in.SecretKeys[s.Name] = keys
+	}
+	return in, nil
+}
+
+// SetupWithManager registers the planner and what it watches.
+func (r *PlannerReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Workers <= 0 {
+		r.Workers = 16
+	}
+	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{plannerKey}
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("planner").
+		// Spec changes only: the planner's own status writes must not wake it up again.
+		Watches(&anycastv1.AnycastPrefix{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&anycastv1.HealthPolicy{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&anycastv1.BGPSessionClaim{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Spec drift and what agents report.
+		Watches(&anycastv1.NodeAnnouncement{}, all).
+		// Labels, the drain annotation and deletion; not the kubelet's status updates.
+		Watches(&corev1.Node{}, all, builder.WithPredicates(nodeChanged())).
+		Watches(&corev1.Secret{}, all, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetNamespace() == r.Namespace
+		}))).
+		Complete(r)
+}
+
+func nodeChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, n := e.ObjectOld, e.ObjectNew
+			return !mapsEqual(o.GetLabels(), n.GetLabels()) ||
+				o.GetAnnotations()[anycastv1.DrainAnnotation] != n.GetAnnotations()[anycastv1.DrainAnnotation] ||
+				o.GetDeletionTimestamp().IsZero() != n.GetDeletionTimestamp().IsZero()
+		},
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || v != w {
+			return false
+		}
+	}
+	return true
+}
