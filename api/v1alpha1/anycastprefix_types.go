@@ -129,7 +129,3 @@ type AnycastPrefixList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []AnycastPrefix `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&AnycastPrefix{}, &AnycastPrefixList{})
-}

@@ -297,7 +297,3 @@ type BGPSessionClaimList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []BGPSessionClaim `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&BGPSessionClaim{}, &BGPSessionClaimList{})
-}

@@ -316,7 +316,3 @@ type HealthPolicyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []HealthPolicy `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&HealthPolicy{}, &HealthPolicyList{})
-}

@@ -264,7 +264,3 @@ type NodeAnnouncementList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []NodeAnnouncement `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&NodeAnnouncement{}, &NodeAnnouncementList{})
-}

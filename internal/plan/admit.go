@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 )
@@ -16,7 +17,7 @@ func (p *planner) admitPrefixes() {
 	}
 	var older []owned
 	for _, ap := range p.prefixes {
-		r := &PrefixReport{Generation: ap.Generation, Paused: ap.Spec.Paused, planned: map[string][]string{}}
+		r := &PrefixReport{Generation: ap.Generation, Paused: ap.Spec.Paused}
 		p.out.Prefixes[ap.Name] = r
 		for _, s := range ap.Spec.Prefixes {
 			pfx, ok := parsePrefix(s)
@@ -78,6 +79,7 @@ func (p *planner) carryOver(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 		if na == nil {
 			continue
 		}
+		carried := false
 		for _, np := range na.Spec.Prefixes {
 			if string(np.Source) != ap.Name {
 				continue
@@ -85,8 +87,8 @@ func (p *planner) carryOver(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 			b := p.build(n)
 			np := *np.DeepCopy()
 			np.Paused = r.Paused
-			b.prefixes[string(np.Prefix)] = np
-			r.planned[n.Name] = append(r.planned[n.Name], string(np.Prefix))
+			b.prefixes = append(b.prefixes, np)
+			carried = true
 			for _, claim := range np.Sessions {
 				b.perClaim[string(claim)]++
 				if _, ok := b.sessions[string(claim)]; ok {
@@ -104,7 +106,7 @@ func (p *planner) carryOver(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 				}
 			}
 		}
-		if len(r.planned[n.Name]) > 0 {
+		if carried {
 			r.Eligible = append(r.Eligible, n.Name)
 		}
 	}
@@ -151,11 +153,18 @@ func (p *planner) place(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 		}
 	}
 
+	cidrs := make([]anycastv1.CIDR, len(r.cidrs))
+	for i, pfx := range r.cidrs {
+		cidrs[i] = anycastv1.CIDR(pfx.String())
+	}
+	// Nodes with the same claims share one sessions list per CIDR; callers treat planned specs as read-only.
+	shared := map[string][]anycastv1.LocalObjectName{}
+	var claims []anycastv1.LocalObjectName
 	for _, n := range p.nodes {
 		if !sel.Matches(labelsOf(n)) {
 			continue
 		}
-		var claims []anycastv1.LocalObjectName
+		claims = claims[:0]
 		for _, c := range ap.Spec.SessionClaims {
 			if p.claims[string(c)].selected[n.Name] {
 				claims = append(claims, c)
@@ -166,41 +175,49 @@ func (p *planner) place(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 		}
 		r.Eligible = append(r.Eligible, n.Name)
 		b := p.build(n)
-		for _, pfx := range r.cidrs {
-			var sessions []anycastv1.LocalObjectName
+		for i, pfx := range r.cidrs {
+			key := string(cidrs[i])
 			for _, c := range claims {
 				info := p.claims[string(c)]
 				if !containsPrefix(allowed[string(c)], pfx) {
 					continue
 				}
 				if info.max > 0 && b.perClaim[string(c)] >= info.max {
-					r.addDenied(&r.MaxPrefixesExceeded, string(c), pfx.String())
+					r.addDenied(&r.MaxPrefixesExceeded, string(c), key)
 					continue
 				}
-				sessions = append(sessions, c)
+				key += " " + string(c)
+			}
+			sessions, ok := shared[key]
+			if !ok {
+				for _, c := range strings.Fields(key)[1:] {
+					sessions = append(sessions, anycastv1.LocalObjectName(c))
+				}
+				shared[key] = sessions
 			}
 			if len(sessions) == 0 {
 				continue
 			}
 			if len(b.prefixes) >= anycastv1.MaxPrefixesPerNode {
-				r.addDenied(&r.MaxPrefixesExceeded, nodeLimit, pfx.String())
+				r.addDenied(&r.MaxPrefixesExceeded, nodeLimit, string(cidrs[i]))
 				continue
 			}
 			for _, c := range sessions {
 				b.perClaim[string(c)]++
 			}
 			np := anycastv1.NodePrefix{
-				Prefix:     anycastv1.CIDR(pfx.String()),
+				Prefix:     cidrs[i],
 				Source:     anycastv1.LocalObjectName(ap.Name),
 				Sessions:   sessions,
 				Attributes: attrs.forNode(n),
 			}
 			if policy != nil {
 				np.HealthPolicy = anycastv1.LocalObjectName(policy.Name)
-				b.policies[policy.Name] = anycastv1.NodeHealthPolicy{Name: np.HealthPolicy, Spec: policy.Spec}
+				if _, ok := b.policies[policy.Name]; !ok {
+					b.policies[policy.Name] = anycastv1.NodeHealthPolicy{Name: np.HealthPolicy, Spec: policy.Spec}
+				}
 			}
-			b.prefixes[string(np.Prefix)] = np
-			r.planned[n.Name] = append(r.planned[n.Name], string(np.Prefix))
+			b.prefixes = append(b.prefixes, np)
 		}
 	}
 }

@@ -73,7 +73,9 @@ type nodeBuild struct {
 	node     *corev1.Node
 	sessions map[string]anycastv1.NodeSessions
 	policies map[string]anycastv1.NodeHealthPolicy
-	prefixes map[string]anycastv1.NodePrefix
+	// prefixes in the order they were planned: AnycastPrefixes oldest first, each in its spec's order. Every CIDR
+	// appears once, because overlapping AnycastPrefixes are never both planned.
+	prefixes []anycastv1.NodePrefix
 	perClaim map[string]int // prefixes planned on each claim, for maxPrefixes
 }
 
@@ -165,7 +167,6 @@ func (p *planner) build(n *corev1.Node) *nodeBuild {
 			node:     n,
 			sessions: map[string]anycastv1.NodeSessions{},
 			policies: map[string]anycastv1.NodeHealthPolicy{},
-			prefixes: map[string]anycastv1.NodePrefix{},
 			perClaim: map[string]int{},
 		}
 		p.specs[n.Name] = b
@@ -204,10 +205,7 @@ func (p *planner) finish() Output {
 			spec.HealthPolicies = append(spec.HealthPolicies, hp)
 		}
 		slices.SortFunc(spec.HealthPolicies, func(a, b anycastv1.NodeHealthPolicy) int { return strings.Compare(string(a.Name), string(b.Name)) })
-		for _, np := range b.prefixes {
-			spec.Prefixes = append(spec.Prefixes, np)
-		}
-		slices.SortFunc(spec.Prefixes, func(a, b anycastv1.NodePrefix) int { return strings.Compare(string(a.Prefix), string(b.Prefix)) })
+		spec.Prefixes = b.prefixes
 		p.out.Announcements[name] = spec
 	}
 	p.reportNodes()

@@ -34,15 +34,14 @@ type PrefixReport struct {
 	// Announcing, Withdrawn and Awaiting partition the eligible nodes that have a planned entry by what their agent
 	// reports: every entry announced (or deprefered); an entry withdrawn; an entry not reported yet (or pending).
 	Announcing, Withdrawn, Awaiting []string
-	// Unplanned are eligible nodes on which no entry could be planned (export policy, maxPrefixes).
-	Unplanned []string
+	// Unplanned counts the eligible nodes on which no entry could be planned (export policy, maxPrefixes).
+	Unplanned int
 
 	// ExportDenied and MaxPrefixesExceeded map a claim to the prefixes it does not carry, and why.
 	ExportDenied        []Denial
 	MaxPrefixesExceeded []Denial
 
-	cidrs   []netip.Prefix
-	planned map[string][]string // node → planned prefixes
+	cidrs []netip.Prefix
 }
 
 // Denial lists prefixes a claim does not carry.
@@ -120,23 +119,45 @@ func secretRefsOf(s *anycastv1.BGPSessionSettings) []anycastv1.SecretKeyRef {
 
 // reportNodes reads what the agents report into the prefix, claim and policy reports.
 func (p *planner) reportNodes() {
-	for _, r := range p.out.Prefixes {
-		slices.Sort(r.Eligible)
-		for _, node := range r.Eligible {
-			planned := r.planned[node]
-			if len(planned) == 0 {
-				r.Unplanned = append(r.Unplanned, node)
-				continue
-			}
-			switch nodeState(p.existing[node], planned) {
-			case anycastv1.PrefixWithdrawn:
-				r.Withdrawn = append(r.Withdrawn, node)
-			case anycastv1.PrefixPending:
-				r.Awaiting = append(r.Awaiting, node)
-			default:
-				r.Announcing = append(r.Announcing, node)
+	names := make([]string, 0, len(p.specs))
+	for name := range p.specs {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	reported := map[anycastv1.CIDR]anycastv1.PrefixState{}
+	perSource := map[anycastv1.LocalObjectName]anycastv1.PrefixState{}
+	planned := map[string]int{} // AnycastPrefix → nodes with an entry
+	for _, node := range names {
+		clear(reported)
+		clear(perSource)
+		if na := p.existing[node]; na != nil {
+			for _, s := range na.Status.Prefixes {
+				reported[s.Prefix] = s.State
 			}
 		}
+		for _, np := range p.out.Announcements[node].Prefixes {
+			state, ok := reported[np.Prefix]
+			if !ok {
+				state = anycastv1.PrefixPending
+			}
+			perSource[np.Source] = worse(perSource[np.Source], state)
+		}
+		for source, state := range perSource {
+			r := p.out.Prefixes[string(source)]
+			planned[string(source)]++
+			switch state {
+			case anycastv1.PrefixWithdrawn:
+				r.Withdrawn = append(r.Withdrawn, node)
+			case anycastv1.PrefixAnnounced, anycastv1.PrefixDeprefered:
+				r.Announcing = append(r.Announcing, node)
+			case anycastv1.PrefixPending:
+				r.Awaiting = append(r.Awaiting, node)
+			}
+		}
+	}
+	for name, r := range p.out.Prefixes {
+		slices.Sort(r.Eligible)
+		r.Unplanned = len(r.Eligible) - planned[name]
 	}
 	for name, info := range p.claims {
 		p.reportSessions(name, info)
@@ -156,23 +177,25 @@ func (p *planner) reportNodes() {
 	}
 }
 
-// nodeState sums up what a node's agent reports for the planned prefixes: Withdrawn if any is withdrawn, Pending if
-// any is not reported (or pending), Announced otherwise (announced or deprefered: still attracting traffic).
-func nodeState(na *anycastv1.NodeAnnouncement, planned []string) anycastv1.PrefixState {
-	if na == nil {
-		return anycastv1.PrefixPending
+// worse combines the reported states of one AnycastPrefix's entries on a node: Withdrawn if any is withdrawn,
+// Pending if any is pending (or not reported), Announced otherwise (announced or deprefered: still attracting
+// traffic). The empty state means nothing was combined yet.
+func worse(acc, next anycastv1.PrefixState) anycastv1.PrefixState {
+	if acc == "" || severity(next) > severity(acc) {
+		return next
 	}
-	state := anycastv1.PrefixAnnounced
-	for _, pfx := range planned {
-		i := slices.IndexFunc(na.Status.Prefixes, func(s anycastv1.NodePrefixStatus) bool { return string(s.Prefix) == pfx })
-		switch {
-		case i < 0 || na.Status.Prefixes[i].State == anycastv1.PrefixPending:
-			state = anycastv1.PrefixPending
-		case na.Status.Prefixes[i].State == anycastv1.PrefixWithdrawn:
-			return anycastv1.PrefixWithdrawn
-		}
+	return acc
+}
+
+func severity(s anycastv1.PrefixState) int {
+	switch s {
+	case anycastv1.PrefixWithdrawn:
+		return 3
+	case anycastv1.PrefixPending:
+		return 2
+	default:
+		return 1
 	}
-	return state
 }
 
 // reportSessions lists the sessions of a claim's nodes with the state their agents report: for static peers every

@@ -125,7 +125,7 @@ func prefixReadiness(r *PrefixReport, stallReason, stallMsg string) (metav1.Cond
 		return metav1.ConditionTrue, anycastv1.ReasonAnnounced, fmt.Sprintf("Announced from %d of %d eligible nodes", len(r.Announcing), eligible)
 	case len(r.Awaiting) > 0:
 		return metav1.ConditionFalse, anycastv1.ReasonAwaitingAgents, fmt.Sprintf("Not announced yet: waiting for the agents of %s", names(r.Awaiting, "node"))
-	case len(r.Unplanned) == eligible:
+	case r.Unplanned == eligible:
 		return metav1.ConditionFalse, anycastv1.ReasonExportDenied, "Not announced: no session of the claims may carry the prefixes (exportPolicy)"
 	default:
 		return metav1.ConditionFalse, anycastv1.ReasonNotAnnounced, fmt.Sprintf("Withdrawn on every eligible node (%s)", names(r.Withdrawn, ""))
