@@ -48,7 +48,7 @@ func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Inpu
 				if err != nil {
 					return fmt.Errorf("creating NodeAnnouncement %s: %w", name, err)
 				}
-				logger.V(1).Info("Created NodeAnnouncement", "node", name, "prefixes", len(spec.Prefixes))
+				logger.V(1).Info("Created NodeAnnouncement", "node", name, "prefixes", spec.PrefixCount())
 				return nil
 			})
 		case !jsonEqual(cur.Spec, spec) || !isOwned(cur, node):
@@ -59,7 +59,7 @@ func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Inpu
 				if err := r.Client.Update(ctx, na, client.FieldOwner(FieldOwner)); err != nil {
 					return fmt.Errorf("updating NodeAnnouncement %s: %w", name, err)
 				}
-				logger.V(1).Info("Updated NodeAnnouncement", "node", name, "prefixes", len(spec.Prefixes))
+				logger.V(1).Info("Updated NodeAnnouncement", "node", name, "prefixes", spec.PrefixCount())
 				return nil
 			})
 		}

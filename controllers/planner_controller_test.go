@@ -71,8 +71,10 @@ func announcementsOf(t *testing.T, nodes ...string) map[string][]string {
 			t.Fatal(err)
 		}
 		got[n] = []string{}
-		for _, p := range na.Spec.Prefixes {
-			got[n] = append(got[n], string(p.Prefix))
+		for _, g := range na.Spec.Groups {
+			for _, p := range g.Prefixes {
+				got[n] = append(got[n], string(p.Prefix))
+			}
 		}
 	}
 	return got
@@ -193,10 +195,10 @@ func TestPrefixEditsAndDrainFollow(t *testing.T) {
 		if err := k8s.Get(ctx, client.ObjectKey{Name: "edit-2"}, &n2); err != nil {
 			return false, err.Error()
 		}
-		if len(n1.Spec.Prefixes) != 2 || len(n2.Spec.Prefixes) != 2 {
-			return false, fmt.Sprintf("prefixes %+v / %+v", n1.Spec.Prefixes, n2.Spec.Prefixes)
+		if n1.Spec.PrefixCount() != 2 || n2.Spec.PrefixCount() != 2 || len(n1.Spec.Groups) != 1 || len(n2.Spec.Groups) != 1 {
+			return false, fmt.Sprintf("groups %+v / %+v", n1.Spec.Groups, n2.Spec.Groups)
 		}
-		a1, a2 := n1.Spec.Prefixes[0].Attributes, n2.Spec.Prefixes[0].Attributes
+		a1, a2 := n1.Spec.Groups[0].Attributes, n2.Spec.Groups[0].Attributes
 		ok := a1 != nil && a2 != nil && slices.Equal(a1.Communities, []anycastv1.Community{"64512:100"}) && a1.ASPathPrepend == nil &&
 			slices.Equal(a2.Communities, []anycastv1.Community{"64512:100"}) && a2.ASPathPrepend != nil && *a2.ASPathPrepend == 3
 		return ok, fmt.Sprintf("edit-1 %+v, edit-2 %+v", a1, a2)

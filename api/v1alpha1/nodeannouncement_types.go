@@ -13,7 +13,8 @@ const DrainAnnotation = "anycast.dev/drain"
 const MaxPrefixesPerNode = 512
 
 // NodeAnnouncementSpec is the plan for one node, written only by the manager. It is self-contained: the agent needs no
-// other object of this API to act on it.
+// other object of this API to act on it. Its lists are atomic: one writer owns each of them whole, and per-entry
+// ownership would make the object's managedFields larger than the object itself (and every write slower).
 type NodeAnnouncementSpec struct {
 	// drain is set while the Node carries the anycast.dev/drain=true annotation.
 	// +optional
@@ -21,24 +22,23 @@ type NodeAnnouncementSpec struct {
 
 	// sessions are the session settings of every BGPSessionClaim that selects this node.
 	// +optional
-	// +listType=map
-	// +listMapKey=claim
+	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64
 	Sessions []NodeSessions `json:"sessions,omitempty"`
 
 	// healthPolicies are the HealthPolicies the prefixes of this node refer to, copied so the agent never reads them.
 	// +optional
-	// +listType=map
-	// +listMapKey=name
+	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64
 	HealthPolicies []NodeHealthPolicy `json:"healthPolicies,omitempty"`
 
-	// prefixes to announce from this node, at most MaxPrefixesPerNode.
+	// groups are the prefixes to announce from this node, grouped by how they are announced (sessions, attributes,
+	// health policy), so that what many prefixes share is written once. At most MaxPrefixesPerNode prefixes in all,
+	// each CIDR once.
 	// +optional
-	// +listType=map
-	// +listMapKey=prefix
-	// +kubebuilder:validation:MaxItems=512
-	Prefixes []NodePrefix `json:"prefixes,omitempty"`
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	Groups []PrefixGroup `json:"groups,omitempty"`
 }
 
 // NodeSessions are the sessions one claim gives the node.
@@ -62,17 +62,9 @@ type NodeHealthPolicy struct {
 	Spec HealthPolicySpec `json:"spec"`
 }
 
-// NodePrefix is one prefix the node announces, with everything resolved.
-type NodePrefix struct {
-	// prefix to announce.
-	// +required
-	Prefix CIDR `json:"prefix"`
-
-	// source is the name of the AnycastPrefix this entry comes from.
-	// +required
-	Source LocalObjectName `json:"source"`
-
-	// sessions names the claims (entries of spec.sessions) whose sessions carry the prefix; the export policies are
+// PrefixGroup is a set of prefixes the node announces the same way.
+type PrefixGroup struct {
+	// sessions names the claims (entries of spec.sessions) whose sessions carry the prefixes; the export policies are
 	// already applied.
 	// +required
 	// +listType=set
@@ -88,9 +80,40 @@ type NodePrefix struct {
 	// +optional
 	HealthPolicy LocalObjectName `json:"healthPolicy,omitempty"`
 
-	// paused: the agent keeps the prefix in its current state and acts on nothing new.
+	// paused: the agent keeps these prefixes in their current state and acts on nothing new.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
+
+	// prefixes announced this way.
+	// +required
+	// +listType=atomic
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=512
+	Prefixes []GroupPrefix `json:"prefixes"`
+}
+
+// GroupPrefix is one prefix of a group and the AnycastPrefix it comes from.
+type GroupPrefix struct {
+	// prefix to announce.
+	// +required
+	Prefix CIDR `json:"prefix"`
+
+	// source is the name of the AnycastPrefix this prefix comes from. (A plain string: it is copied from an object
+	// name the API server has validated, and a name rule here, repeated for every prefix of every group, would exceed
+	// the CRD's validation cost budget.)
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Source string `json:"source"`
+}
+
+// PrefixCount counts the prefixes of every group.
+func (s NodeAnnouncementSpec) PrefixCount() int {
+	n := 0
+	for i := range s.Groups {
+		n += len(s.Groups[i].Prefixes)
+	}
+	return n
 }
 
 // PrefixState is what a node currently does with a prefix.
@@ -211,16 +234,13 @@ type NodeAnnouncementStatus struct {
 
 	// prefixes: the agent's decision per prefix.
 	// +optional
-	// +listType=map
-	// +listMapKey=prefix
+	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=512
 	Prefixes []NodePrefixStatus `json:"prefixes,omitempty"`
 
 	// checks: the result of each health check.
 	// +optional
-	// +listType=map
-	// +listMapKey=policy
-	// +listMapKey=name
+	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=1024
 	Checks []NodeCheckStatus `json:"checks,omitempty"`
 

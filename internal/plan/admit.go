@@ -80,28 +80,31 @@ func (p *planner) carryOver(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 			continue
 		}
 		carried := false
-		for _, np := range na.Spec.Prefixes {
-			if string(np.Source) != ap.Name {
-				continue
-			}
-			b := p.build(n)
-			np := *np.DeepCopy()
-			np.Paused = r.Paused
-			b.prefixes = append(b.prefixes, np)
-			carried = true
-			for _, claim := range np.Sessions {
-				b.perClaim[string(claim)]++
-				if _, ok := b.sessions[string(claim)]; ok {
+		for gi := range na.Spec.Groups {
+			g := na.Spec.Groups[gi].DeepCopy()
+			g.Paused = r.Paused
+			key := groupKey(g, attributesKey(g.Attributes))
+			for _, gp := range g.Prefixes {
+				if gp.Source != ap.Name {
 					continue
 				}
-				if s, ok := sessionsOf(na.Spec.Sessions, claim); ok {
-					b.sessions[string(claim)] = s
+				b := p.build(n)
+				b.add(g, key, gp)
+				carried = true
+				for _, claim := range g.Sessions {
+					if _, ok := b.sessions[string(claim)]; ok {
+						continue
+					}
+					if s, ok := sessionsOf(na.Spec.Sessions, claim); ok {
+						b.sessions[string(claim)] = s
+					}
 				}
-			}
-			if np.HealthPolicy != "" {
-				if hp, ok := p.policies[string(np.HealthPolicy)]; ok {
-					b.policies[hp.Name] = anycastv1.NodeHealthPolicy{Name: np.HealthPolicy, Spec: hp.Spec}
-				} else if old, ok := policyOf(na.Spec.HealthPolicies, np.HealthPolicy); ok {
+				if g.HealthPolicy == "" {
+					continue
+				}
+				if hp, ok := p.policies[string(g.HealthPolicy)]; ok {
+					b.policies[hp.Name] = anycastv1.NodeHealthPolicy{Name: g.HealthPolicy, Spec: hp.Spec}
+				} else if old, ok := policyOf(na.Spec.HealthPolicies, g.HealthPolicy); ok {
 					b.policies[string(old.Name)] = old
 				}
 			}
@@ -157,8 +160,17 @@ func (p *planner) place(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 	for i, pfx := range r.cidrs {
 		cidrs[i] = anycastv1.CIDR(pfx.String())
 	}
-	// Nodes with the same claims share one sessions list per CIDR; callers treat planned specs as read-only.
+	var policyName anycastv1.LocalObjectName
+	if policy != nil {
+		policyName = anycastv1.LocalObjectName(policy.Name)
+	}
+	// Nodes with the same claims share one sessions list and one group key; callers treat planned specs as read-only.
 	shared := map[string][]anycastv1.LocalObjectName{}
+	type variant struct {
+		sessions string
+		attrs    int
+	}
+	keys := map[variant]string{}
 	var claims []anycastv1.LocalObjectName
 	for _, n := range p.nodes {
 		if !sel.Matches(labelsOf(n)) {
@@ -175,49 +187,47 @@ func (p *planner) place(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 		}
 		r.Eligible = append(r.Eligible, n.Name)
 		b := p.build(n)
+		attributes, attrKey, attrVariant := attrs.forNode(n)
 		for i, pfx := range r.cidrs {
-			key := string(cidrs[i])
+			key := ""
 			for _, c := range claims {
 				info := p.claims[string(c)]
 				if !containsPrefix(allowed[string(c)], pfx) {
 					continue
 				}
 				if info.max > 0 && b.perClaim[string(c)] >= info.max {
-					r.addDenied(&r.MaxPrefixesExceeded, string(c), key)
+					r.addDenied(&r.MaxPrefixesExceeded, string(c), string(cidrs[i]))
 					continue
 				}
-				key += " " + string(c)
+				key += string(c) + " "
+			}
+			if key == "" {
+				continue
+			}
+			if b.count >= anycastv1.MaxPrefixesPerNode {
+				r.addDenied(&r.MaxPrefixesExceeded, nodeLimit, string(cidrs[i]))
+				continue
 			}
 			sessions, ok := shared[key]
 			if !ok {
-				for _, c := range strings.Fields(key)[1:] {
+				for _, c := range strings.Fields(key) {
 					sessions = append(sessions, anycastv1.LocalObjectName(c))
 				}
 				shared[key] = sessions
 			}
-			if len(sessions) == 0 {
-				continue
+			g := anycastv1.PrefixGroup{Sessions: sessions, Attributes: attributes, HealthPolicy: policyName}
+			v := variant{sessions: key, attrs: attrVariant}
+			gk, ok := keys[v]
+			if !ok {
+				gk = groupKey(&g, attrKey)
+				keys[v] = gk
 			}
-			if len(b.prefixes) >= anycastv1.MaxPrefixesPerNode {
-				r.addDenied(&r.MaxPrefixesExceeded, nodeLimit, string(cidrs[i]))
-				continue
-			}
-			for _, c := range sessions {
-				b.perClaim[string(c)]++
-			}
-			np := anycastv1.NodePrefix{
-				Prefix:     cidrs[i],
-				Source:     anycastv1.LocalObjectName(ap.Name),
-				Sessions:   sessions,
-				Attributes: attrs.forNode(n),
-			}
+			b.add(&g, gk, anycastv1.GroupPrefix{Prefix: cidrs[i], Source: ap.Name})
 			if policy != nil {
-				np.HealthPolicy = anycastv1.LocalObjectName(policy.Name)
 				if _, ok := b.policies[policy.Name]; !ok {
-					b.policies[policy.Name] = anycastv1.NodeHealthPolicy{Name: np.HealthPolicy, Spec: policy.Spec}
+					b.policies[policy.Name] = anycastv1.NodeHealthPolicy{Name: policyName, Spec: policy.Spec}
 				}
 			}
-			b.prefixes = append(b.prefixes, np)
 		}
 	}
 }

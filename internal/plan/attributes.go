@@ -12,12 +12,14 @@ import (
 // by every node they apply to; callers treat them as read-only.
 type attributeResolver struct {
 	base      *anycastv1.BGPAttributes
+	baseKey   string
 	selectors []labels.Selector
 	merged    []*anycastv1.BGPAttributes
+	keys      []string
 }
 
 func newAttributeResolver(ap *anycastv1.AnycastPrefix) *attributeResolver {
-	r := &attributeResolver{base: ap.Spec.Attributes}
+	r := &attributeResolver{base: ap.Spec.Attributes, baseKey: attributesKey(ap.Spec.Attributes)}
 	for i := range ap.Spec.AttributeOverrides {
 		o := &ap.Spec.AttributeOverrides[i]
 		sel, err := selectorOf(&o.NodeSelector)
@@ -25,20 +27,24 @@ func newAttributeResolver(ap *anycastv1.AnycastPrefix) *attributeResolver {
 			// An override whose selector cannot be parsed matches no node; the base attributes stay in force.
 			continue
 		}
+		merged := MergeAttributes(ap.Spec.Attributes, &o.Attributes)
 		r.selectors = append(r.selectors, sel)
-		r.merged = append(r.merged, MergeAttributes(ap.Spec.Attributes, &o.Attributes))
+		r.merged = append(r.merged, merged)
+		r.keys = append(r.keys, attributesKey(merged))
 	}
 	return r
 }
 
-func (r *attributeResolver) forNode(n *corev1.Node) *anycastv1.BGPAttributes {
+// forNode returns the node's attributes, their grouping key, and which variant they are: the index of the override,
+// or -1 for the base attributes.
+func (r *attributeResolver) forNode(n *corev1.Node) (*anycastv1.BGPAttributes, string, int) {
 	set := labelsOf(n)
 	for i, sel := range r.selectors {
 		if sel.Matches(set) {
-			return r.merged[i]
+			return r.merged[i], r.keys[i], i
 		}
 	}
-	return r.base
+	return r.base, r.baseKey, -1
 }
 
 // MergeAttributes returns base with every attribute that override sets replaced by the override's value.

@@ -4,6 +4,7 @@
 package plan
 
 import (
+	"encoding/json"
 	"net/netip"
 	"slices"
 	"strings"
@@ -73,10 +74,54 @@ type nodeBuild struct {
 	node     *corev1.Node
 	sessions map[string]anycastv1.NodeSessions
 	policies map[string]anycastv1.NodeHealthPolicy
-	// prefixes in the order they were planned: AnycastPrefixes oldest first, each in its spec's order. Every CIDR
-	// appears once, because overlapping AnycastPrefixes are never both planned.
-	prefixes []anycastv1.NodePrefix
+	// groups in the order they were first used, their prefixes in the order they were planned: AnycastPrefixes
+	// oldest first, each in its spec's order. Every CIDR appears once, because overlapping AnycastPrefixes are never
+	// both planned.
+	groups   []anycastv1.PrefixGroup
+	groupOf  map[string]int // groupKey → index in groups
+	count    int            // prefixes in all groups
 	perClaim map[string]int // prefixes planned on each claim, for maxPrefixes
+}
+
+// add plans one prefix in the group that announces it like g (g's own prefixes are ignored); key is g's groupKey.
+func (b *nodeBuild) add(g *anycastv1.PrefixGroup, key string, gp anycastv1.GroupPrefix) {
+	i, ok := b.groupOf[key]
+	if !ok {
+		i = len(b.groups)
+		b.groupOf[key] = i
+		b.groups = append(b.groups, anycastv1.PrefixGroup{Sessions: g.Sessions, Attributes: g.Attributes, HealthPolicy: g.HealthPolicy, Paused: g.Paused})
+	}
+	b.groups[i].Prefixes = append(b.groups[i].Prefixes, gp)
+	b.count++
+	for _, c := range g.Sessions {
+		b.perClaim[string(c)]++
+	}
+}
+
+// groupKey identifies how a group announces: its sessions, attributes (as attrKey), health policy and pause.
+func groupKey(g *anycastv1.PrefixGroup, attrKey string) string {
+	var sb strings.Builder
+	for _, c := range g.Sessions {
+		sb.WriteString(string(c))
+		sb.WriteByte(',')
+	}
+	sb.WriteByte('|')
+	sb.WriteString(attrKey)
+	sb.WriteByte('|')
+	sb.WriteString(string(g.HealthPolicy))
+	if g.Paused {
+		sb.WriteString("|paused")
+	}
+	return sb.String()
+}
+
+// attributesKey is a canonical text of attributes, for grouping.
+func attributesKey(a *anycastv1.BGPAttributes) string {
+	if a == nil {
+		return ""
+	}
+	b, _ := json.Marshal(a) // plain data: cannot fail
+	return string(b)
 }
 
 func newPlanner(in Input) *planner {
@@ -167,6 +212,7 @@ func (p *planner) build(n *corev1.Node) *nodeBuild {
 			node:     n,
 			sessions: map[string]anycastv1.NodeSessions{},
 			policies: map[string]anycastv1.NodeHealthPolicy{},
+			groupOf:  map[string]int{},
 			perClaim: map[string]int{},
 		}
 		p.specs[n.Name] = b
@@ -205,7 +251,7 @@ func (p *planner) finish() Output {
 			spec.HealthPolicies = append(spec.HealthPolicies, hp)
 		}
 		slices.SortFunc(spec.HealthPolicies, func(a, b anycastv1.NodeHealthPolicy) int { return strings.Compare(string(a.Name), string(b.Name)) })
-		spec.Prefixes = b.prefixes
+		spec.Groups = b.groups
 		p.out.Announcements[name] = spec
 	}
 	p.reportNodes()

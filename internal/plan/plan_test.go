@@ -55,15 +55,17 @@ func policy(name string) anycastv1.HealthPolicy {
 func plannedPrefixes(out Output) []string {
 	var got []string
 	for n, spec := range out.Announcements {
-		for _, p := range spec.Prefixes {
-			s := n + " " + string(p.Prefix) + " ["
-			for i, c := range p.Sessions {
-				if i > 0 {
-					s += ","
+		for _, g := range spec.Groups {
+			for _, p := range g.Prefixes {
+				s := n + " " + string(p.Prefix) + " ["
+				for i, c := range g.Sessions {
+					if i > 0 {
+						s += ","
+					}
+					s += string(c)
 				}
-				s += string(c)
+				got = append(got, s+"]")
 			}
-			got = append(got, s+"]")
 		}
 	}
 	slices.Sort(got)
@@ -255,7 +257,7 @@ func TestComputeAttributesAndOverrides(t *testing.T) {
 		"edge":    {Communities: []anycastv1.Community{"64512:100", "no-export"}, MED: ptr.To[int64](50), ASPathPrepend: ptr.To[int32](1)},
 	}
 	for n, w := range want {
-		got := out.Announcements[n].Prefixes[0].Attributes
+		got := out.Announcements[n].Groups[0].Attributes
 		if !equality.Semantic.DeepEqual(*got, w) {
 			t.Errorf("%s attributes = %+v, want %+v", n, *got, w)
 		}
@@ -284,8 +286,8 @@ func TestComputeDrainSessionsAndHealth(t *testing.T) {
 	if len(spec.Sessions) != 1 || spec.Sessions[0].Claim != "all" || len(spec.Sessions[0].Static.Peers) != 2 || spec.Sessions[0].Timers.HoldTime.Duration != 9*time.Second {
 		t.Errorf("sessions = %+v", spec.Sessions)
 	}
-	if len(spec.HealthPolicies) != 1 || spec.HealthPolicies[0].Name != "web" || spec.Prefixes[0].HealthPolicy != "web" {
-		t.Errorf("health policies = %+v, prefix policy %q", spec.HealthPolicies, spec.Prefixes[0].HealthPolicy)
+	if len(spec.HealthPolicies) != 1 || spec.HealthPolicies[0].Name != "web" || spec.Groups[0].HealthPolicy != "web" {
+		t.Errorf("health policies = %+v, group policy %q", spec.HealthPolicies, spec.Groups[0].HealthPolicy)
 	}
 	if r := out.Policies["web"]; r.Prefixes != 1 || r.Nodes != 2 {
 		t.Errorf("web report = %+v", r)
@@ -362,7 +364,7 @@ func TestComputeFailStatic(t *testing.T) {
 		if got := plannedPrefixes(out); !slices.Equal(got, want) {
 			t.Errorf("planned = %v, want %v", got, want)
 		}
-		if !out.Announcements["lax-1"].Prefixes[0].Paused {
+		if !out.Announcements["lax-1"].Groups[0].Paused {
 			t.Errorf("entry not marked paused")
 		}
 		if _, ok := out.Announcements["lax-3"]; !ok {
@@ -409,7 +411,7 @@ func TestComputeReportsAgentState(t *testing.T) {
 			if in.Announcements[i].Name == node {
 				st := &in.Announcements[i].Status
 				for j, s := range states {
-					st.Prefixes = append(st.Prefixes, anycastv1.NodePrefixStatus{Prefix: in.Announcements[i].Spec.Prefixes[j].Prefix, State: s})
+					st.Prefixes = append(st.Prefixes, anycastv1.NodePrefixStatus{Prefix: in.Announcements[i].Spec.Groups[0].Prefixes[j].Prefix, State: s})
 				}
 				st.Sessions = []anycastv1.NodeSessionStatus{{Claim: "all", PeerAddress: "192.0.2.1", State: anycastv1.SessionEstablished}}
 			}
@@ -437,5 +439,32 @@ func TestComputeSecretReferences(t *testing.T) {
 	out := Compute(Input{Claims: []anycastv1.BGPSessionClaim{c}, SecretKeys: map[string][]string{"bgp": {"password"}}})
 	if got := out.Claims["all"].MissingSecrets; !slices.Equal(got, []string{"bgp/other"}) {
 		t.Errorf("missing = %v", got)
+	}
+}
+
+func TestComputeGroupsPrefixesAnnouncedAlike(t *testing.T) {
+	base := &anycastv1.BGPAttributes{MED: ptr.To[int64](10)}
+	a := prefix("a", 1, []string{"all"}, "198.51.100.0/24", "2001:db8:1::/48")
+	a.Spec.Attributes = base
+	b := prefix("b", 2, []string{"all"}, "203.0.113.0/24")
+	b.Spec.Attributes = base.DeepCopy() // equal content, another object: same group
+	c := prefix("c", 3, []string{"all"}, "192.0.2.0/24")
+	c.Spec.Attributes = &anycastv1.BGPAttributes{MED: ptr.To[int64](20)}
+	out := Compute(Input{
+		Nodes:    []corev1.Node{node("n1", nil)},
+		Claims:   []anycastv1.BGPSessionClaim{claim("all", nil, "192.0.2.1")},
+		Prefixes: []anycastv1.AnycastPrefix{c, b, a},
+	})
+	spec := out.Announcements["n1"]
+	if len(spec.Groups) != 2 || spec.PrefixCount() != 4 {
+		t.Fatalf("groups = %+v", spec.Groups)
+	}
+	var first []string
+	for _, gp := range spec.Groups[0].Prefixes {
+		first = append(first, string(gp.Source)+" "+string(gp.Prefix))
+	}
+	want := []string{"a 198.51.100.0/24", "a 2001:db8:1::/48", "b 203.0.113.0/24"}
+	if !slices.Equal(first, want) || *spec.Groups[0].Attributes.MED != 10 || *spec.Groups[1].Attributes.MED != 20 {
+		t.Errorf("first group = %v (want %v), groups %+v", first, want, spec.Groups)
 	}
 }

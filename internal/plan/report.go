@@ -125,26 +125,28 @@ func (p *planner) reportNodes() {
 	}
 	slices.Sort(names)
 	reported := map[anycastv1.CIDR]anycastv1.PrefixState{}
-	perSource := map[anycastv1.LocalObjectName]anycastv1.PrefixState{}
+	perSource := map[string]anycastv1.PrefixState{}
 	planned := map[string]int{} // AnycastPrefix → nodes with an entry
 	for _, node := range names {
 		clear(reported)
 		clear(perSource)
 		if na := p.existing[node]; na != nil {
 			for _, s := range na.Status.Prefixes {
-				reported[s.Prefix] = s.State
+				reported[anycastv1.CIDR(s.Prefix)] = s.State
 			}
 		}
-		for _, np := range p.out.Announcements[node].Prefixes {
-			state, ok := reported[np.Prefix]
-			if !ok {
-				state = anycastv1.PrefixPending
+		for _, g := range p.out.Announcements[node].Groups {
+			for _, gp := range g.Prefixes {
+				state, ok := reported[gp.Prefix]
+				if !ok {
+					state = anycastv1.PrefixPending
+				}
+				perSource[gp.Source] = worse(perSource[gp.Source], state)
 			}
-			perSource[np.Source] = worse(perSource[np.Source], state)
 		}
 		for source, state := range perSource {
-			r := p.out.Prefixes[string(source)]
-			planned[string(source)]++
+			r := p.out.Prefixes[source]
+			planned[source]++
 			switch state {
 			case anycastv1.PrefixWithdrawn:
 				r.Withdrawn = append(r.Withdrawn, node)
