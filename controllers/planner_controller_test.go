@@ -12,6 +12,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/util/retry"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -23,10 +24,31 @@ import (
 
 func metaName(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name} }
 
+// mustCreate creates obj and deletes it when the test ends.
 func mustCreate(t *testing.T, obj client.Object) {
 	t.Helper()
 	if err := k8s.Create(context.Background(), obj); err != nil {
 		t.Fatalf("creating %s: %v", obj.GetName(), err)
+	}
+	t.Cleanup(func() {
+		if err := k8s.Delete(context.Background(), obj); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("deleting %s: %v", obj.GetName(), err)
+		}
+	})
+}
+
+// mutate reads obj fresh, applies change and writes it back, retrying when the manager wrote in between.
+func mutate(t *testing.T, obj client.Object, change func()) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		change()
+		return k8s.Update(context.Background(), obj)
+	})
+	if err != nil {
+		t.Fatalf("updating %s: %v", obj.GetName(), err)
 	}
 }
 
@@ -137,14 +159,8 @@ func TestNodeAnnouncementsFollowNodes(t *testing.T) {
 	}
 
 	relabel := func(name, region string) {
-		var n corev1.Node
-		if err := k8s.Get(ctx, client.ObjectKey{Name: name}, &n); err != nil {
-			t.Fatal(err)
-		}
-		n.Labels["region"] = region
-		if err := k8s.Update(ctx, &n); err != nil {
-			t.Fatal(err)
-		}
+		n := &corev1.Node{ObjectMeta: metaName(name)}
+		mutate(t, n, func() { n.Labels["region"] = region })
 	}
 	relabel("follow-3", "lax")
 	relabel("follow-2", "fra")
@@ -174,19 +190,15 @@ func TestPrefixEditsAndDrainFollow(t *testing.T) {
 	mustCreate(t, newNode("edit-2", suite, "site", "backup"))
 	waitForAnnouncements(t, "planned", map[string][]string{"edit-1": {"198.18.2.0/24"}, "edit-2": {"198.18.2.0/24"}}, "edit-1", "edit-2")
 
-	if err := k8s.Get(ctx, client.ObjectKey{Name: ap.Name}, ap); err != nil {
-		t.Fatal(err)
-	}
 	prepend := int32(3)
-	ap.Spec.Prefixes = append(ap.Spec.Prefixes, "2001:db8:2::/48")
-	ap.Spec.Attributes = &anycastv1.BGPAttributes{Communities: []anycastv1.Community{"64512:100"}}
-	ap.Spec.AttributeOverrides = []anycastv1.AttributeOverride{{
-		NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"site": "backup"}},
-		Attributes:   anycastv1.BGPAttributes{ASPathPrepend: &prepend},
-	}}
-	if err := k8s.Update(ctx, ap); err != nil {
-		t.Fatal(err)
-	}
+	mutate(t, ap, func() {
+		ap.Spec.Prefixes = append(ap.Spec.Prefixes, "2001:db8:2::/48")
+		ap.Spec.Attributes = &anycastv1.BGPAttributes{Communities: []anycastv1.Community{"64512:100"}}
+		ap.Spec.AttributeOverrides = []anycastv1.AttributeOverride{{
+			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"site": "backup"}},
+			Attributes:   anycastv1.BGPAttributes{ASPathPrepend: &prepend},
+		}}
+	})
 	eventually(t, "attributes follow the edit", func() (bool, string) {
 		var n1, n2 anycastv1.NodeAnnouncement
 		if err := k8s.Get(ctx, client.ObjectKey{Name: "edit-1"}, &n1); err != nil {
@@ -204,14 +216,8 @@ func TestPrefixEditsAndDrainFollow(t *testing.T) {
 		return ok, fmt.Sprintf("edit-1 %+v, edit-2 %+v", a1, a2)
 	})
 
-	var node corev1.Node
-	if err := k8s.Get(ctx, client.ObjectKey{Name: "edit-1"}, &node); err != nil {
-		t.Fatal(err)
-	}
-	node.Annotations = map[string]string{anycastv1.DrainAnnotation: "true"}
-	if err := k8s.Update(ctx, &node); err != nil {
-		t.Fatal(err)
-	}
+	node := &corev1.Node{ObjectMeta: metaName("edit-1")}
+	mutate(t, node, func() { node.Annotations = map[string]string{anycastv1.DrainAnnotation: "true"} })
 	eventually(t, "drain reaches the NodeAnnouncement", func() (bool, string) {
 		var na anycastv1.NodeAnnouncement
 		if err := k8s.Get(ctx, client.ObjectKey{Name: "edit-1"}, &na); err != nil {
@@ -254,14 +260,8 @@ func TestOverlapIsAConflict(t *testing.T) {
 	})
 
 	// Removing the overlap lets the newer prefix in.
-	var ap anycastv1.AnycastPrefix
-	if err := k8s.Get(context.Background(), client.ObjectKey{Name: "overlap-new"}, &ap); err != nil {
-		t.Fatal(err)
-	}
-	ap.Spec.Prefixes = []anycastv1.CIDR{"198.18.4.0/24"}
-	if err := k8s.Update(context.Background(), &ap); err != nil {
-		t.Fatal(err)
-	}
+	ap := &anycastv1.AnycastPrefix{ObjectMeta: metaName("overlap-new")}
+	mutate(t, ap, func() { ap.Spec.Prefixes = []anycastv1.CIDR{"198.18.4.0/24"} })
 	waitForCondition(t, "overlap-new", anycastv1.ConditionConflict, metav1.ConditionFalse, anycastv1.ReasonNoConflict)
 	waitForAnnouncements(t, "both planned", map[string][]string{"overlap-1": {"198.18.3.0/24", "198.18.4.0/24"}}, "overlap-1")
 }
@@ -275,15 +275,11 @@ func TestMissingReferenceStallsWithoutLosingAnnouncements(t *testing.T) {
 	waitForAnnouncements(t, "planned", map[string][]string{"stall-1": {"198.18.5.0/24"}}, "stall-1")
 
 	// An edit that names a HealthPolicy that does not exist: Stalled, and the last plan stays.
-	var ap anycastv1.AnycastPrefix
-	if err := k8s.Get(ctx, client.ObjectKey{Name: "stall-dns"}, &ap); err != nil {
-		t.Fatal(err)
-	}
-	ap.Spec.HealthPolicyRef = &anycastv1.ObjectReference{Name: "stall-missing"}
-	ap.Spec.Prefixes = append(ap.Spec.Prefixes, "198.18.6.0/24")
-	if err := k8s.Update(ctx, &ap); err != nil {
-		t.Fatal(err)
-	}
+	ap := &anycastv1.AnycastPrefix{ObjectMeta: metaName("stall-dns")}
+	mutate(t, ap, func() {
+		ap.Spec.HealthPolicyRef = &anycastv1.ObjectReference{Name: "stall-missing"}
+		ap.Spec.Prefixes = append(ap.Spec.Prefixes, "198.18.6.0/24")
+	})
 	c := waitForCondition(t, "stall-dns", anycastv1.ConditionStalled, metav1.ConditionTrue, anycastv1.ReasonHealthPolicyMissing)
 	if !strings.Contains(c.Message, `HealthPolicy "stall-missing" not found`) {
 		t.Errorf("stalled message = %q", c.Message)
@@ -339,14 +335,17 @@ func TestStatusFollowsAgentsAndClaims(t *testing.T) {
 
 	// Agents report: two announce, one withdrew; sessions established on two.
 	report := func(node string, state anycastv1.PrefixState, session anycastv1.SessionState) {
-		var na anycastv1.NodeAnnouncement
-		if err := k8s.Get(ctx, client.ObjectKey{Name: node}, &na); err != nil {
-			t.Fatal(err)
-		}
-		na.Status.ObservedGeneration = na.Generation
-		na.Status.Prefixes = []anycastv1.NodePrefixStatus{{Prefix: "198.18.8.0/24", State: state, Reason: "Test"}}
-		na.Status.Sessions = []anycastv1.NodeSessionStatus{{Claim: "agents-all", PeerAddress: "192.0.2.1", PeerASN: 65001, State: session}}
-		if err := k8s.Status().Update(ctx, &na); err != nil {
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			var na anycastv1.NodeAnnouncement
+			if err := k8s.Get(ctx, client.ObjectKey{Name: node}, &na); err != nil {
+				return err
+			}
+			na.Status.ObservedGeneration = na.Generation
+			na.Status.Prefixes = []anycastv1.NodePrefixStatus{{Prefix: "198.18.8.0/24", State: state, Reason: "Test"}}
+			na.Status.Sessions = []anycastv1.NodeSessionStatus{{Claim: "agents-all", PeerAddress: "192.0.2.1", PeerASN: 65001, State: session}}
+			return k8s.Status().Update(ctx, &na)
+		})
+		if err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/anycast-operator/anycast-operator/internal/testenv"
@@ -195,34 +193,15 @@ func TestSamplesAreAccepted(t *testing.T) {
 	if err != nil || len(files) != 4 {
 		t.Fatalf("want one sample per kind in %s, found %v (%v)", dir, files, err)
 	}
-	kubectl := filepath.Join(mustAssets(t), "kubectl")
-	if _, err := os.Stat(kubectl); err != nil {
-		t.Fatalf("kubectl not built: %v (run make envtest-assets)", err)
-	}
-	user, err := env.AddUser(envtest.User{Name: "samples", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig, err := user.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, args := range [][]string{
-		{"apply", "--server-side", "-f", dir},
-		{"get", "anycast"},
-	} {
-		out, err := exec.Command(kubectl, append(args, "--kubeconfig", path)...).CombinedOutput()
-		t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)
+	for _, args := range [][]string{{"apply", "-f", dir}, {"get", "anycast"}} {
+		out, err := env.Kubectl(args...)
 		if err != nil {
-			t.Fatalf("kubectl %s: %v", strings.Join(args, " "), err)
+			t.Fatal(err)
 		}
+		t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)
 		if args[0] == "get" {
 			for _, want := range []string{"anycastprefix.anycast.dev/dns", "healthpolicy.anycast.dev/dns", "bgpsessionclaim.anycast.dev/edge-lax", "nodeannouncement.anycast.dev/lax-1"} {
-				if !strings.Contains(string(out), want) {
+				if !strings.Contains(out, want) {
 					t.Errorf("kubectl get anycast does not list %s", want)
 				}
 			}
@@ -230,10 +209,15 @@ func TestSamplesAreAccepted(t *testing.T) {
 	}
 }
 
-func mustAssets(t *testing.T) string {
-	dir, err := testenv.AssetsDir(env.Root)
+// TestInstallManifestsAreAccepted applies config/default (CRDs, RBAC, the manager's Deployment) to the API server.
+func TestInstallManifestsAreAccepted(t *testing.T) {
+	out, err := env.Kubectl("apply", "--server-side", "--force-conflicts", "-k", filepath.Join(env.Root, "config", "default"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return dir
+	for _, want := range []string{"clusterrole.rbac.authorization.k8s.io/anycast-manager", "role.rbac.authorization.k8s.io/anycast-manager", "deployment.apps/anycast-manager"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl apply -k config/default did not apply %s:\n%s", want, out)
+		}
+	}
 }

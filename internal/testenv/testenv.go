@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -26,6 +27,16 @@ type Env struct {
 	Config *rest.Config
 	Scheme *runtime.Scheme
 	Root   string
+
+	kubeconfig string
+}
+
+// Stop stops the API server and removes the kubeconfig Kubectl wrote.
+func (e *Env) Stop() error {
+	if e.kubeconfig != "" {
+		_ = os.Remove(e.kubeconfig)
+	}
+	return e.Environment.Stop()
 }
 
 // Start starts the API server with the CRDs of config/crd/bases (and any extra CRD directories) installed.
@@ -60,7 +71,7 @@ func Start(extraCRDDirs ...string) (*Env, error) {
 	return &Env{Environment: env, Config: cfg, Scheme: scheme, Root: root}, nil
 }
 
-// AssetsDir returns the directory holding kube-apiserver and etcd.
+// AssetsDir returns the directory holding kube-apiserver, etcd and kubectl.
 func AssetsDir(root string) (string, error) {
 	dir := os.Getenv("KUBEBUILDER_ASSETS")
 	if dir == "" {
@@ -90,4 +101,37 @@ func RepoRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// Kubectl runs the kubectl built beside the API server against it, as an administrator, and returns its combined
+// output.
+func (e *Env) Kubectl(args ...string) (string, error) {
+	if e.kubeconfig == "" {
+		user, err := e.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+		if err != nil {
+			return "", err
+		}
+		cfg, err := user.KubeConfig()
+		if err != nil {
+			return "", err
+		}
+		f, err := os.CreateTemp("", "anycast-kubeconfig-")
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		if _, err := f.Write(cfg); err != nil {
+			return "", err
+		}
+		e.kubeconfig = f.Name()
+	}
+	assets, err := AssetsDir(e.Root)
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.Command(filepath.Join(assets, "kubectl"), append(args, "--kubeconfig", e.kubeconfig)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl %v: %w\n%s", args, err, out)
+	}
+	return string(out), nil
 }
