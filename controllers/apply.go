@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,9 +19,12 @@ import (
 	"github.com/anycast-operator/anycast-operator/internal/plan"
 )
 
+// changes counts what applyAnnouncements wrote.
+type changes struct{ created, updated, deleted atomic.Int32 }
+
 // applyAnnouncements creates, updates and deletes NodeAnnouncements so they match the plan, writing only those that
 // differ.
-func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Input, out plan.Output) error {
+func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Input, out plan.Output, done *changes) error {
 	logger := log.FromContext(ctx)
 	nodes := make(map[string]*corev1.Node, len(in.Nodes))
 	for i := range in.Nodes {
@@ -49,6 +53,7 @@ func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Inpu
 					return fmt.Errorf("creating NodeAnnouncement %s: %w", name, err)
 				}
 				logger.V(1).Info("Created NodeAnnouncement", "node", name, "prefixes", spec.PrefixCount())
+				done.created.Add(1)
 				return nil
 			})
 		case !jsonEqual(cur.Spec, spec) || !isOwned(cur, node):
@@ -60,6 +65,7 @@ func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Inpu
 					return fmt.Errorf("updating NodeAnnouncement %s: %w", name, err)
 				}
 				logger.V(1).Info("Updated NodeAnnouncement", "node", name, "prefixes", spec.PrefixCount())
+				done.updated.Add(1)
 				return nil
 			})
 		}
@@ -74,6 +80,7 @@ func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Inpu
 				return fmt.Errorf("deleting NodeAnnouncement %s: %w", name, err)
 			}
 			logger.V(1).Info("Deleted NodeAnnouncement", "node", name)
+			done.deleted.Add(1)
 			return nil
 		})
 	}
@@ -108,36 +115,48 @@ func (r *PlannerReconciler) applyStatuses(ctx context.Context, in plan.Input, ou
 	now := metav1.NewTime(r.Clock.Now())
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.Workers)
-	for i := range in.Prefixes {
-		cur := &in.Prefixes[i]
-		if rep := out.Prefixes[cur.Name]; rep != nil {
-			next := cur.DeepCopy()
-			next.Status = plan.PrefixStatus(cur, rep, now)
-			r.patchStatus(ctx, g, cur, next, cur.Status.Conditions, next.Status.Conditions, cur.Status, next.Status)
-		}
-	}
-	for i := range in.Claims {
-		cur := &in.Claims[i]
-		if rep := out.Claims[cur.Name]; rep != nil && cur.DeletionTimestamp == nil {
-			next := cur.DeepCopy()
-			next.Status = plan.ClaimStatus(cur, rep, now)
-			r.patchStatus(ctx, g, cur, next, cur.Status.Conditions, next.Status.Conditions, cur.Status, next.Status)
-		}
-	}
-	for i := range in.Policies {
-		cur := &in.Policies[i]
-		if rep := out.Policies[cur.Name]; rep != nil && cur.DeletionTimestamp == nil {
-			next := cur.DeepCopy()
-			next.Status = plan.PolicyStatus(cur, rep, now)
-			r.patchStatus(ctx, g, cur, next, cur.Status.Conditions, next.Status.Conditions, cur.Status, next.Status)
-		}
-	}
+	patch := func(cur, next conditioned) { r.patchStatus(ctx, g, cur, next) }
+	eachStatus(in.Prefixes, out.Prefixes, func(cur *anycastv1.AnycastPrefix, rep *plan.PrefixReport) *anycastv1.AnycastPrefix {
+		next := cur.DeepCopy()
+		next.Status = plan.PrefixStatus(cur, rep, now)
+		return next
+	}, patch)
+	eachStatus(in.Claims, out.Claims, func(cur *anycastv1.BGPSessionClaim, rep *plan.ClaimReport) *anycastv1.BGPSessionClaim {
+		next := cur.DeepCopy()
+		next.Status = plan.ClaimStatus(cur, rep, now)
+		return next
+	}, patch)
+	eachStatus(in.Policies, out.Policies, func(cur *anycastv1.HealthPolicy, rep *plan.PolicyReport) *anycastv1.HealthPolicy {
+		next := cur.DeepCopy()
+		next.Status = plan.PolicyStatus(cur, rep, now)
+		return next
+	}, patch)
 	return g.Wait()
 }
 
-// patchStatus writes next's status if it differs from cur's, then records the condition flips as events.
-func (r *PlannerReconciler) patchStatus(ctx context.Context, g *errgroup.Group, cur, next client.Object, oldConds, newConds []metav1.Condition, oldStatus, newStatus any) {
-	if jsonEqual(oldStatus, newStatus) {
+// conditioned is an object of this API with status conditions.
+type conditioned interface {
+	client.Object
+	GetConditions() []metav1.Condition
+}
+
+// eachStatus derives the next version of every live item that has a report and hands both versions to apply.
+func eachStatus[T any, P interface {
+	*T
+	conditioned
+}, R any](items []T, reports map[string]*R, derive func(P, *R) P, apply func(cur, next conditioned)) {
+	for i := range items {
+		cur := P(&items[i])
+		if rep := reports[cur.GetName()]; rep != nil && cur.GetDeletionTimestamp() == nil {
+			apply(cur, derive(cur, rep))
+		}
+	}
+}
+
+// patchStatus writes next's status if it differs from cur's (next is a copy of cur with a new status), then
+// records the condition flips as events.
+func (r *PlannerReconciler) patchStatus(ctx context.Context, g *errgroup.Group, cur, next conditioned) {
+	if jsonEqual(cur, next) {
 		return
 	}
 	g.Go(func() error {
@@ -145,9 +164,9 @@ func (r *PlannerReconciler) patchStatus(ctx context.Context, g *errgroup.Group, 
 			if apierrors.IsNotFound(err) {
 				return nil
 			}
-			return fmt.Errorf("writing the status of %s %s: %w", next.GetObjectKind().GroupVersionKind().Kind, next.GetName(), err)
+			return fmt.Errorf("writing the status of %T %s: %w", next, next.GetName(), err)
 		}
-		r.recordFlips(next, oldConds, newConds)
+		r.recordFlips(next, cur.GetConditions(), next.GetConditions())
 		return nil
 	})
 }

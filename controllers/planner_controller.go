@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -58,7 +59,12 @@ func (r *PlannerReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 		return reconcile.Result{}, err
 	}
 	out := plan.Compute(in)
-	if err := r.applyAnnouncements(ctx, in, out); err != nil {
+	var done changes
+	err = r.applyAnnouncements(ctx, in, out, &done)
+	if c, u, d := done.created.Load(), done.updated.Load(), done.deleted.Load(); c+u+d > 0 {
+		log.FromContext(ctx).Info("Applied plan", "created", c, "updated", u, "deleted", d, "nodes", len(out.Announcements), "prefixes", len(out.Prefixes))
+	}
+	if err != nil {
 		return reconcile.Result{}, err
 	}
 	if err := r.applyStatuses(ctx, in, out); err != nil {

@@ -264,6 +264,12 @@ func TestOverlapIsAConflict(t *testing.T) {
 	mutate(t, ap, func() { ap.Spec.Prefixes = []anycastv1.CIDR{"198.18.4.0/24"} })
 	waitForCondition(t, "overlap-new", anycastv1.ConditionConflict, metav1.ConditionFalse, anycastv1.ReasonNoConflict)
 	waitForAnnouncements(t, "both planned", map[string][]string{"overlap-1": {"198.18.3.0/24", "198.18.4.0/24"}}, "overlap-1")
+
+	// Deleting a prefix removes it from every node; the node keeps its sessions.
+	if err := k8s.Delete(context.Background(), &anycastv1.AnycastPrefix{ObjectMeta: metaName("overlap-old")}); err != nil {
+		t.Fatal(err)
+	}
+	waitForAnnouncements(t, "a deleted prefix is withdrawn", map[string][]string{"overlap-1": {"198.18.4.0/24"}}, "overlap-1")
 }
 
 func TestMissingReferenceStallsWithoutLosingAnnouncements(t *testing.T) {

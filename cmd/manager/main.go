@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -30,18 +31,20 @@ var version = "dev"
 var backends = []string{"embedded", "bird", "metallb", "calico", "cilium"}
 
 func main() {
-	if err := run(); err != nil {
+	if err := run(ctrl.SetupSignalHandler(), os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+// run runs the manager until ctx ends. The kubeconfig comes from KUBECONFIG, the in-cluster config or ~/.kube.
+func run(ctx context.Context, args []string) error {
 	var (
 		metricsAddr, probeAddr, namespace, backend string
 		leaderElect                                bool
 		workers                                    int
 	)
+	flag := flag.NewFlagSet("manager", flag.ContinueOnError)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 turns it off.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one manager replica plans at a time.")
@@ -49,8 +52,10 @@ func run() error {
 	flag.StringVar(&backend, "backend", "embedded", fmt.Sprintf("How prefixes reach BGP: one of %v.", backends))
 	flag.IntVar(&workers, "write-concurrency", 16, "Concurrent API writes of one plan.")
 	opts := zap.Options{}
-	opts.BindFlags(flag.CommandLine)
-	flag.Parse()
+	opts.BindFlags(flag)
+	if err := flag.Parse(args); err != nil {
+		return err
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("manager")
 
@@ -101,7 +106,7 @@ func run() error {
 		return err
 	}
 	log.Info("Starting manager", "version", version, "backend", backend, "namespace", namespace, "leaderElection", leaderElect)
-	return mgr.Start(ctrl.SetupSignalHandler())
+	return mgr.Start(ctx)
 }
 
 func envOr(key, def string) string {

@@ -106,6 +106,22 @@ func RepoRoot() (string, error) {
 // Kubectl runs the kubectl built beside the API server against it, as an administrator, and returns its combined
 // output.
 func (e *Env) Kubectl(args ...string) (string, error) {
+	if _, err := e.Kubeconfig(); err != nil {
+		return "", err
+	}
+	assets, err := AssetsDir(e.Root)
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.Command(filepath.Join(assets, "kubectl"), append(args, "--kubeconfig", e.kubeconfig)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl %v: %w\n%s", args, err, out)
+	}
+	return string(out), nil
+}
+
+// Kubeconfig returns the path of a kubeconfig file for an administrator of the API server, writing it once.
+func (e *Env) Kubeconfig() (string, error) {
 	if e.kubeconfig == "" {
 		user, err := e.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
 		if err != nil {
@@ -125,13 +141,5 @@ func (e *Env) Kubectl(args ...string) (string, error) {
 		}
 		e.kubeconfig = f.Name()
 	}
-	assets, err := AssetsDir(e.Root)
-	if err != nil {
-		return "", err
-	}
-	out, err := exec.Command(filepath.Join(assets, "kubectl"), append(args, "--kubeconfig", e.kubeconfig)...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("kubectl %v: %w\n%s", args, err, out)
-	}
-	return string(out), nil
+	return e.kubeconfig, nil
 }

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/internal/testenv"
+)
+
+// TestManagerBinary runs the manager's own wiring (flags, cache, leader election, recorder, planner) against a
+// real API server until it has planned a node, then stops it.
+func TestManagerBinary(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	kubeconfig, err := env.Kubeconfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", kubeconfig)
+	k8s, err := client.New(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	claim := &anycastv1.BGPSessionClaim{ObjectMeta: metav1.ObjectMeta{Name: "edge"}}
+	claim.Spec.LocalASN = 64512
+	claim.Spec.Static = &anycastv1.StaticSessions{Peers: []anycastv1.BGPPeer{{Address: "192.0.2.1", ASN: 65001}}}
+	prefix := &anycastv1.AnycastPrefix{ObjectMeta: metav1.ObjectMeta{Name: "dns"}}
+	prefix.Spec.Prefixes = []anycastv1.CIDR{"198.51.100.0/24"}
+	prefix.Spec.SessionClaims = []anycastv1.LocalObjectName{"edge"}
+	for _, o := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "anycast-test"}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}},
+		claim, prefix,
+	} {
+		if err := k8s.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if err := run(ctx, []string{"--backend=nonsense"}); err == nil {
+		t.Fatal("an unknown backend was accepted")
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(runCtx, []string{"--leader-elect", "--namespace=anycast-test", "--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:0"})
+	}()
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		var na anycastv1.NodeAnnouncement
+		if err := k8s.Get(ctx, client.ObjectKey{Name: "node-1"}, &na); err != nil {
+			return false, nil
+		}
+		return na.Spec.PrefixCount() == 1, nil
+	})
+	if err != nil {
+		t.Fatalf("the manager did not plan node-1: %v", err)
+	}
+	var lease coordinationv1.Lease
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: "anycast-test", Name: "anycast-manager.anycast.dev"}, &lease); err != nil {
+		t.Errorf("no leader-election Lease: %v", err)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("the manager stopped with %v", err)
+	}
+}
