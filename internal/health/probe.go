@@ -64,7 +64,7 @@ type httpProbe struct {
 func newHTTP(c *anycastv1.HTTPCheck) *httpProbe {
 	transport := &http.Transport{
 		DisableKeepAlives: true,
-		Proxy:             nil, // probes talk to the local service, never through a proxy
+		Proxy:             nil,                                                   // probes talk to the local service, never through a proxy
 		TLSClientConfig:   &tls.Config{InsecureSkipVerify: c.InsecureSkipVerify}, //nolint:gosec // off by default, the user's explicit choice
 	}
 	return &httpProbe{
