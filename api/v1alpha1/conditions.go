@@ -27,6 +27,7 @@ const (
 	ReasonExportDenied        = "ExportDenied"
 	ReasonMaxPrefixesExceeded = "MaxPrefixesExceeded"
 	ReasonNodesWithdrawn      = "NodesWithdrawn"
+	ReasonMaxWithdrawnReached = "MaxWithdrawnReached"
 	ReasonPaused              = "Paused"
 	ReasonAsExpected          = "AsExpected"
 	ReasonNodesSelected       = "NodesSelected"

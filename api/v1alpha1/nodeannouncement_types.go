@@ -39,6 +39,14 @@ type NodeAnnouncementSpec struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64
 	Groups []PrefixGroup `json:"groups,omitempty"`
+
+	// permits names the AnycastPrefixes this node may withdraw or deprefer now (maxWithdrawn). Without a permit the
+	// agent keeps announcing a prefix, however unhealthy, and asks for one in status.permitRequests.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=512
+	// +kubebuilder:validation:items:MaxLength=253
+	Permits []string `json:"permits,omitempty"`
 }
 
 // NodeSessions are the sessions one claim gives the node.
@@ -226,6 +234,21 @@ type NodeAnnouncementStatus struct {
 	// observedGeneration is the generation of the spec the agent acts on.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// permits the agent holds as of observedGeneration. The manager counts them against maxWithdrawn until the agent
+	// reports that it has let a revoked one go, so that the budget holds even while the agent cannot be reached.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=512
+	// +kubebuilder:validation:items:MaxLength=253
+	Permits []string `json:"permits,omitempty"`
+
+	// permitRequests names the AnycastPrefixes the agent wants to withdraw or deprefer but holds no permit for.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=512
+	// +kubebuilder:validation:items:MaxLength=253
+	PermitRequests []string `json:"permitRequests,omitempty"`
 
 	// agentVersion is the version of the agent.
 	// +optional

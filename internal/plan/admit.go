@@ -111,6 +111,7 @@ func (p *planner) carryOver(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 		}
 		if carried {
 			r.Eligible = append(r.Eligible, n.Name)
+			r.placed = append(r.placed, n.Name)
 		}
 	}
 }
@@ -187,6 +188,7 @@ func (p *planner) place(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 		}
 		r.Eligible = append(r.Eligible, n.Name)
 		b := p.build(n)
+		before := b.count
 		attributes, attrKey, attrVariant := attrs.forNode(n)
 		for i, pfx := range r.cidrs {
 			key := ""
@@ -228,6 +230,9 @@ func (p *planner) place(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 					b.policies[policy.Name] = anycastv1.NodeHealthPolicy{Name: policyName, Spec: policy.Spec}
 				}
 			}
+		}
+		if b.count > before {
+			r.placed = append(r.placed, n.Name)
 		}
 	}
 }

@@ -45,6 +45,7 @@ func Compute(in Input) Output {
 	for _, ap := range p.prefixes {
 		p.placePrefix(ap)
 	}
+	p.grantPermits()
 	p.addSessions()
 	return p.finish()
 }
@@ -81,6 +82,7 @@ type nodeBuild struct {
 	groupOf  map[string]int // groupKey → index in groups
 	count    int            // prefixes in all groups
 	perClaim map[string]int // prefixes planned on each claim, for maxPrefixes
+	permits  []string       // AnycastPrefixes this node may withdraw or deprefer
 }
 
 // add plans one prefix in the group that announces it like g (g's own prefixes are ignored); key is g's groupKey.
@@ -252,6 +254,8 @@ func (p *planner) finish() Output {
 		}
 		slices.SortFunc(spec.HealthPolicies, func(a, b anycastv1.NodeHealthPolicy) int { return strings.Compare(string(a.Name), string(b.Name)) })
 		spec.Groups = b.groups
+		spec.Permits = b.permits
+		slices.Sort(spec.Permits)
 		p.out.Announcements[name] = spec
 	}
 	p.reportNodes()

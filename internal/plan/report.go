@@ -41,7 +41,13 @@ type PrefixReport struct {
 	ExportDenied        []Denial
 	MaxPrefixesExceeded []Denial
 
-	cidrs []netip.Prefix
+	// Budget is how many nodes may withdraw or deprefer the prefix at once (maxWithdrawn × nodes).
+	Budget int
+	// HeldBack are the nodes that ask to withdraw but are kept announcing because the budget is used up, sorted.
+	HeldBack []string
+
+	cidrs  []netip.Prefix
+	placed []string // nodes with at least one entry, in node order
 }
 
 // Denial lists prefixes a claim does not carry.

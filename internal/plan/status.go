@@ -88,6 +88,13 @@ func prefixDegradation(r *PrefixReport) (reason, msg string) {
 		reason = anycastv1.ReasonNodesWithdrawn
 		parts = append(parts, fmt.Sprintf("withdrawn on %d of %d eligible nodes (%s)", len(r.Withdrawn), len(r.Eligible), names(r.Withdrawn, "")))
 	}
+	if len(r.HeldBack) > 0 {
+		if reason == "" {
+			reason = anycastv1.ReasonMaxWithdrawnReached
+		}
+		parts = append(parts, fmt.Sprintf("%d nodes want to withdraw but are kept announcing: maxWithdrawn allows %d of %d at once (%s)",
+			len(r.HeldBack), r.Budget, len(r.placed), names(r.HeldBack, "")))
+	}
 	for _, d := range r.ExportDenied {
 		if reason == "" {
 			reason = anycastv1.ReasonExportDenied
