@@ -1,0 +1,149 @@
+// Package bgptest runs a real BGP router (the GoBGP library) on loopback for tests, and reads what it received.
+package bgptest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+// Router is an upstream router that accepts sessions from the given neighbors.
+type Router struct {
+	Address netip.Addr
+	Port    int
+	ASN     uint32
+	bgp     *server.BgpServer
+}
+
+// FreePort returns a TCP port free on the address.
+func FreePort(t testing.TB, addr netip.Addr) int {
+	t.Helper()
+	l, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Start starts a router on addr (a loopback address) that waits for the neighbors to connect (passive).
+func Start(t testing.TB, addr netip.Addr, asn uint32, neighbors map[netip.Addr]uint32) *Router {
+	t.Helper()
+	level := new(slog.LevelVar)
+	level.Set(slog.LevelError)
+	r := &Router{Address: addr, Port: FreePort(t, addr), ASN: asn,
+		bgp: server.NewBgpServer(server.LoggerOption(slog.New(slog.DiscardHandler), level))}
+	go r.bgp.Serve()
+	ctx := context.Background()
+	if err := r.bgp.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+		Asn: asn, RouterId: addr.String(), ListenPort: int32(r.Port), ListenAddresses: []string{addr.String()},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	for n, peerASN := range neighbors {
+		if err := r.bgp.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
+			Conf:      &api.PeerConf{NeighborAddress: n.String(), PeerAsn: peerASN},
+			Transport: &api.Transport{PassiveMode: true, LocalAddress: addr.String()},
+		}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_ = r.bgp.StopBgp(context.Background(), &api.StopBgpRequest{})
+		r.bgp.Stop()
+	})
+	return r
+}
+
+// Path is a route as the router received it.
+type Path struct {
+	Prefix           string
+	NextHop          string
+	ASPath           []uint32
+	Communities      []uint32
+	LargeCommunities []string
+	MED              *uint32
+}
+
+func (p Path) String() string {
+	med := "-"
+	if p.MED != nil {
+		med = fmt.Sprint(*p.MED)
+	}
+	return fmt.Sprintf("%s via %s as-path %v communities %v large %v med %s", p.Prefix, p.NextHop, p.ASPath, p.Communities, p.LargeCommunities, med)
+}
+
+// Paths returns what the router holds in its RIB for a prefix (nil when it has none).
+func (r *Router) Paths(prefix netip.Prefix) []Path {
+	family := bgp.RF_IPv4_UC
+	if prefix.Addr().Is6() {
+		family = bgp.RF_IPv6_UC
+	}
+	var out []Path
+	_ = r.bgp.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: family,
+		Prefixes: []*apiutil.LookupPrefix{{Prefix: prefix.String()}}}, func(nlri bgp.NLRI, paths []*apiutil.Path) {
+		for _, p := range paths {
+			got := Path{Prefix: nlri.String()}
+			for _, a := range p.Attrs {
+				switch a := a.(type) {
+				case *bgp.PathAttributeNextHop:
+					got.NextHop = a.Value.String()
+				case *bgp.PathAttributeMpReachNLRI:
+					got.NextHop = a.Nexthop.String()
+				case *bgp.PathAttributeAsPath:
+					for _, seg := range a.Value {
+						got.ASPath = append(got.ASPath, seg.GetAS()...)
+					}
+				case *bgp.PathAttributeCommunities:
+					got.Communities = slices.Clone(a.Value)
+				case *bgp.PathAttributeLargeCommunities:
+					for _, c := range a.Values {
+						got.LargeCommunities = append(got.LargeCommunities, c.String())
+					}
+				case *bgp.PathAttributeMultiExitDisc:
+					v := a.Value
+					got.MED = &v
+				}
+			}
+			out = append(out, got)
+		}
+	})
+	return out
+}
+
+// WaitFor waits until the router's paths for prefix satisfy ok and returns them; it fails the test after a minute.
+func (r *Router) WaitFor(t testing.TB, prefix netip.Prefix, what string, ok func([]Path) bool) []Path {
+	t.Helper()
+	var last []Path
+	err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		last = r.Paths(prefix)
+		return ok(last), nil
+	})
+	if err != nil {
+		t.Fatalf("router %s: %s: not reached; it holds %s", r.Address, what, describe(last))
+	}
+	return last
+}
+
+func describe(paths []Path) string {
+	if len(paths) == 0 {
+		return "nothing"
+	}
+	s := make([]string, len(paths))
+	for i, p := range paths {
+		s[i] = p.String()
+	}
+	return strings.Join(s, "; ")
+}

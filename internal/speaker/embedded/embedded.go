@@ -1,0 +1,360 @@
+// Package embedded is the agent's in-process BGP speaker, built on the GoBGP v4 library: no routing daemon on the
+// host, sessions straight from the agent.
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/go-logr/logr"
+	"github.com/google/uuid"
+	"github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
+
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/internal/speaker"
+)
+
+// Speaker is a GoBGP server that never listens: it connects out to the peers of the node's claims and announces
+// the node's routes to them. A global export policy lets each route out only to the sessions of its claims.
+type Speaker struct {
+	log      logr.Logger
+	routerID netip.Addr
+	bgp      *server.BgpServer
+
+	mu       sync.Mutex
+	started  bool
+	sessions map[string]speaker.Session // applied, by Session.Key
+	routes   map[netip.Prefix]applied
+	exports  string // fingerprint of the applied export policy
+}
+
+type applied struct {
+	route speaker.Route
+	uuid  uuid.UUID
+}
+
+// New returns a speaker with the given router ID (usually the node's address).
+func New(routerID netip.Addr, log logr.Logger) *Speaker {
+	level := new(slog.LevelVar)
+	level.Set(slog.LevelWarn)
+	s := server.NewBgpServer(server.LoggerOption(slog.New(logr.ToSlogHandler(log.WithName("gobgp"))), level))
+	go s.Serve()
+	return &Speaker{log: log, routerID: routerID, bgp: s, sessions: map[string]speaker.Session{}, routes: map[netip.Prefix]applied{}}
+}
+
+var _ speaker.Speaker = (*Speaker)(nil)
+
+// Apply converges on st: the export policy first (so that a new route is never held back and a removed route's
+// permission outlives it), then sessions, then routes.
+func (e *Speaker) Apply(ctx context.Context, st speaker.State) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.start(ctx, st); err != nil {
+		return err
+	}
+	if err := e.applyExports(ctx, st); err != nil {
+		return fmt.Errorf("export policy: %w", err)
+	}
+	if err := e.applySessions(ctx, st.Sessions); err != nil {
+		return err
+	}
+	return e.applyRoutes(st)
+}
+
+func (e *Speaker) start(ctx context.Context, st speaker.State) error {
+	if e.started {
+		return nil
+	}
+	asn := uint32(64512)
+	if len(st.Sessions) > 0 {
+		asn = st.Sessions[0].LocalASN
+	}
+	err := e.bgp.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+		Asn:        asn, // each session sets its own local AS; this one only names the speaker
+		RouterId:   e.routerID.String(),
+		ListenPort: -1, // connect out only: the node opens no BGP port
+	}})
+	if err != nil {
+		return fmt.Errorf("starting the BGP speaker: %w", err)
+	}
+	e.started = true
+	return nil
+}
+
+// applyExports installs the route-leak guard: a route leaves on a session only if the session's claim lists it.
+// Default action: reject.
+func (e *Speaker) applyExports(ctx context.Context, st speaker.State) error {
+	neighbors := map[string][]string{}
+	for _, s := range st.Sessions {
+		neighbors[s.Claim] = append(neighbors[s.Claim], netip.PrefixFrom(s.PeerAddress, s.PeerAddress.BitLen()).String())
+	}
+	prefixes := map[string][]string{}
+	for _, r := range st.Routes {
+		for _, c := range r.Claims {
+			prefixes[c] = append(prefixes[c], r.Prefix.String())
+		}
+	}
+	req := &api.SetPoliciesRequest{}
+	policy := &api.Policy{Name: "anycast-export"}
+	claims := make([]string, 0, len(neighbors))
+	for c := range neighbors {
+		claims = append(claims, c)
+	}
+	sort.Strings(claims)
+	for _, c := range claims {
+		if len(prefixes[c]) == 0 {
+			continue
+		}
+		slices.Sort(prefixes[c])
+		slices.Sort(neighbors[c])
+		req.DefinedSets = append(req.DefinedSets,
+			&api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: "claim-" + c, List: neighbors[c]},
+			&api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: "claim-" + c, Prefixes: exactPrefixes(prefixes[c])},
+		)
+		policy.Statements = append(policy.Statements, &api.Statement{
+			Name: "claim-" + c,
+			Conditions: &api.Conditions{
+				NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: "claim-" + c},
+				PrefixSet:   &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: "claim-" + c},
+			},
+			Actions: &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
+		})
+	}
+	assignment := &api.PolicyAssignment{Name: "global", Direction: api.PolicyDirection_POLICY_DIRECTION_EXPORT, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT}
+	if len(policy.Statements) > 0 {
+		req.Policies = []*api.Policy{policy}
+		assignment.Policies = []*api.Policy{{Name: policy.Name}}
+	}
+	fingerprint := fmt.Sprint(neighbors, prefixes)
+	if fingerprint == e.exports {
+		return nil
+	}
+	// SetPolicies replaces the sets and policies but keeps assignments; the assignment is set on its own.
+	if err := e.bgp.SetPolicies(ctx, req); err != nil {
+		return err
+	}
+	if err := e.bgp.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: assignment}); err != nil {
+		return err
+	}
+	e.exports = fingerprint
+	// Re-evaluate what each established session was sent under the new policy.
+	for _, s := range e.sessions {
+		_ = e.bgp.ResetPeer(ctx, &api.ResetPeerRequest{Address: s.PeerAddress.String(), Soft: true, Direction: api.ResetPeerRequest_DIRECTION_OUT})
+	}
+	return nil
+}
+
+func exactPrefixes(list []string) []*api.Prefix {
+	out := make([]*api.Prefix, 0, len(list))
+	for _, p := range list {
+		pfx := netip.MustParsePrefix(p)
+		out = append(out, &api.Prefix{IpPrefix: p, MaskLengthMin: uint32(pfx.Bits()), MaskLengthMax: uint32(pfx.Bits())})
+	}
+	return out
+}
+
+func (e *Speaker) applySessions(ctx context.Context, desired []speaker.Session) error {
+	want := make(map[string]speaker.Session, len(desired))
+	for _, s := range desired {
+		want[s.Key()] = s
+	}
+	var errs []error
+	for key, cur := range e.sessions {
+		if s, ok := want[key]; ok && s == cur {
+			continue
+		}
+		if err := e.bgp.DeletePeer(ctx, &api.DeletePeerRequest{Address: cur.PeerAddress.String()}); err != nil {
+			errs = append(errs, fmt.Errorf("removing peer %s: %w", cur.PeerAddress, err))
+			continue
+		}
+		delete(e.sessions, key)
+		e.log.Info("Removed BGP session", "claim", cur.Claim, "peer", cur.PeerAddress)
+	}
+	for key, s := range want {
+		if _, ok := e.sessions[key]; ok {
+			continue
+		}
+		if err := e.bgp.AddPeer(ctx, &api.AddPeerRequest{Peer: peerOf(s)}); err != nil {
+			errs = append(errs, fmt.Errorf("adding peer %s: %w", s.PeerAddress, err))
+			continue
+		}
+		e.sessions[key] = s
+		e.log.Info("Added BGP session", "claim", s.Claim, "peer", s.PeerAddress, "peerASN", s.PeerASN, "localASN", s.LocalASN)
+	}
+	return errors.Join(errs...)
+}
+
+func peerOf(s speaker.Session) *api.Peer {
+	p := &api.Peer{
+		Conf: &api.PeerConf{NeighborAddress: s.PeerAddress.String(), PeerAsn: s.PeerASN, LocalAsn: s.LocalASN, AuthPassword: s.Password,
+			Description: "anycast claim " + s.Claim},
+		Transport: &api.Transport{RemotePort: uint32(s.Port)},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			HoldTime: uint64(s.HoldTime.Seconds()), KeepaliveInterval: uint64(s.KeepaliveTime.Seconds()), ConnectRetry: uint64(s.ConnectRetry.Seconds()),
+		}},
+	}
+	if p.Transport.RemotePort == 0 {
+		p.Transport.RemotePort = 179
+	}
+	if s.LocalAddress.IsValid() {
+		p.Transport.LocalAddress = s.LocalAddress.String()
+	}
+	if s.EBGPMultihop > 0 {
+		p.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(s.EBGPMultihop)}
+	}
+	if s.GracefulRestart > 0 {
+		p.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(s.GracefulRestart.Seconds())}
+	}
+	return p
+}
+
+// applyRoutes adds new and changed routes (a new path for a prefix replaces the old one) and deletes the others.
+func (e *Speaker) applyRoutes(st speaker.State) error {
+	want := make(map[netip.Prefix]speaker.Route, len(st.Routes))
+	asnOf := map[string]uint32{}
+	for _, s := range st.Sessions {
+		asnOf[s.Claim] = s.LocalASN
+	}
+	var errs []error
+	for _, r := range st.Routes {
+		want[r.Prefix] = r
+		if cur, ok := e.routes[r.Prefix]; ok && reflect.DeepEqual(cur.route, r) {
+			continue
+		}
+		path, err := pathOf(r, asnOf)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		resp, err := e.bgp.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{path}})
+		if err == nil && len(resp) == 1 && resp[0].Error != nil {
+			err = resp[0].Error
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("announcing %s: %w", r.Prefix, err))
+			continue
+		}
+		e.routes[r.Prefix] = applied{route: r, uuid: resp[0].UUID}
+	}
+	for pfx, cur := range e.routes {
+		if _, ok := want[pfx]; ok {
+			continue
+		}
+		if err := e.bgp.DeletePath(apiutil.DeletePathRequest{UUIDs: []uuid.UUID{cur.uuid}}); err != nil {
+			errs = append(errs, fmt.Errorf("withdrawing %s: %w", pfx, err))
+			continue
+		}
+		delete(e.routes, pfx)
+	}
+	return errors.Join(errs...)
+}
+
+// pathOf builds the BGP path of a route. The next hop is left unspecified, so that each session sends its own
+// local address.
+func pathOf(r speaker.Route, asnOf map[string]uint32) (*apiutil.Path, error) {
+	nlri, err := bgp.NewIPAddrPrefix(r.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
+	family := bgp.RF_IPv4_UC
+	if r.Prefix.Addr().Is4() {
+		nh, err := bgp.NewPathAttributeNextHop(netip.IPv4Unspecified())
+		if err != nil {
+			return nil, err
+		}
+		attrs = append(attrs, nh)
+	} else {
+		family = bgp.RF_IPv6_UC
+		mp, err := bgp.NewPathAttributeMpReachNLRI(family, []bgp.PathNLRI{{NLRI: nlri}}, netip.IPv6Unspecified())
+		if err != nil {
+			return nil, err
+		}
+		attrs = append(attrs, mp)
+	}
+	if r.Prepend > 0 && len(r.Claims) > 0 {
+		// The speaker adds the local AS once on eBGP; these are the extra copies.
+		asns := make([]uint32, r.Prepend)
+		for i := range asns {
+			asns[i] = asnOf[r.Claims[0]]
+		}
+		attrs = append(attrs, bgp.NewPathAttributeAsPath([]bgp.AsPathParamInterface{bgp.NewAs4PathParam(bgp.BGP_ASPATH_ATTR_TYPE_SEQ, asns)}))
+	}
+	if len(r.Communities) > 0 {
+		attrs = append(attrs, bgp.NewPathAttributeCommunities(r.Communities))
+	}
+	if len(r.LargeCommunities) > 0 {
+		lc := make([]*bgp.LargeCommunity, len(r.LargeCommunities))
+		for i, c := range r.LargeCommunities {
+			lc[i] = bgp.NewLargeCommunity(c[0], c[1], c[2])
+		}
+		attrs = append(attrs, bgp.NewPathAttributeLargeCommunities(lc))
+	}
+	if r.MED != nil {
+		attrs = append(attrs, bgp.NewPathAttributeMultiExitDisc(*r.MED))
+	}
+	if r.LocalPref != nil {
+		attrs = append(attrs, bgp.NewPathAttributeLocalPref(*r.LocalPref))
+	}
+	return &apiutil.Path{Family: family, Nlri: nlri, Attrs: attrs}, nil
+}
+
+// Sessions reports every configured session's state.
+func (e *Speaker) Sessions(ctx context.Context) ([]speaker.SessionStatus, error) {
+	e.mu.Lock()
+	byAddr := map[string]speaker.Session{}
+	for _, s := range e.sessions {
+		byAddr[s.PeerAddress.String()] = s
+	}
+	started := e.started
+	e.mu.Unlock()
+	if !started {
+		return nil, nil
+	}
+	var out []speaker.SessionStatus
+	err := e.bgp.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+		s, ok := byAddr[p.GetConf().GetNeighborAddress()]
+		if !ok {
+			return
+		}
+		out = append(out, speaker.SessionStatus{Claim: s.Claim, PeerAddress: s.PeerAddress.String(), PeerASN: s.PeerASN,
+			LocalAddress: p.GetTransport().GetLocalAddress(), State: stateOf(p.GetState().GetSessionState())})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Claim+out[i].PeerAddress < out[j].Claim+out[j].PeerAddress })
+	return out, err
+}
+
+func stateOf(s api.PeerState_SessionState) anycastv1.SessionState {
+	name := strings.TrimPrefix(s.String(), "SESSION_STATE_")
+	for _, st := range []anycastv1.SessionState{anycastv1.SessionIdle, anycastv1.SessionConnect, anycastv1.SessionActive,
+		anycastv1.SessionOpenSent, anycastv1.SessionOpenConfirm, anycastv1.SessionEstablished} {
+		if strings.EqualFold(string(st), name) {
+			return st
+		}
+	}
+	return anycastv1.SessionUnknown
+}
+
+// Close withdraws every route and stops the speaker; peers see the sessions close.
+func (e *Speaker) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.started {
+		if err := e.bgp.StopBgp(context.Background(), &api.StopBgpRequest{}); err != nil {
+			return err
+		}
+	}
+	e.bgp.Stop()
+	return nil
+}
