@@ -42,6 +42,9 @@ func NewPrefix(s Settings, now time.Time) *Prefix {
 	return &Prefix{settings: s, state: anycastv1.PrefixPending, since: now, reason: ReasonInitial, healthSince: now}
 }
 
+// SetSettings changes the policy parameters (the HealthPolicy was edited); the state and its timers stay.
+func (p *Prefix) SetSettings(s Settings) { p.settings = s }
+
 // Decision is the outcome of one step.
 type Decision struct {
 	State  anycastv1.PrefixState

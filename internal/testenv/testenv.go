@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -39,8 +40,17 @@ func (e *Env) Stop() error {
 	return e.Environment.Stop()
 }
 
-// Start starts the API server with the CRDs of config/crd/bases (and any extra CRD directories) installed.
-func Start(extraCRDDirs ...string) (*Env, error) {
+// Option changes the test environment before it starts.
+type Option func(*envtest.Environment)
+
+// WithAPIServerStopTimeout bounds how long stopping the API server may take before it is killed; tests that stop it
+// on purpose (to test behaviour without it) set it short.
+func WithAPIServerStopTimeout(d time.Duration) Option {
+	return func(e *envtest.Environment) { e.ControlPlaneStopTimeout = d }
+}
+
+// Start starts the API server with the CRDs of config/crd/bases installed.
+func Start(opts ...Option) (*Env, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return nil, err
@@ -57,10 +67,13 @@ func Start(extraCRDDirs ...string) (*Env, error) {
 		return nil, err
 	}
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     append([]string{filepath.Join(root, "config", "crd", "bases")}, extraCRDDirs...),
+		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 		BinaryAssetsDirectory: assets,
 		Scheme:                scheme,
+	}
+	for _, o := range opts {
+		o(env)
 	}
 	cfg, err := env.Start()
 	if err != nil {

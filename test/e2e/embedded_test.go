@@ -1,0 +1,276 @@
+// Package e2e runs the whole product on one machine: a real API server, the manager, node agents with their
+// embedded BGP speakers, local services whose health the tests toggle, and an upstream router, all on loopback.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/controllers"
+	"github.com/anycast-operator/anycast-operator/internal/agent"
+	"github.com/anycast-operator/anycast-operator/internal/speaker"
+	"github.com/anycast-operator/anycast-operator/internal/speaker/bgptest"
+	"github.com/anycast-operator/anycast-operator/internal/speaker/embedded"
+	"github.com/anycast-operator/anycast-operator/internal/testenv"
+)
+
+const namespace = "anycast-system"
+
+var routerAddr = netip.MustParseAddr("127.0.0.1")
+
+// service is a local HTTP service whose health the test sets.
+type service struct {
+	*httptest.Server
+	healthy atomic.Bool
+}
+
+func newService(t *testing.T) *service {
+	s := &service{}
+	s.healthy.Store(true)
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if !s.healthy.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func startManager(t *testing.T, env *testenv.Env) {
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		// The last scenario kills the API server; do not wait for it at shutdown.
+		GracefulShutdownTimeout: ptr.To(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &controllers.PlannerReconciler{Client: mgr.GetClient(), Clock: clock.RealClock{}, Namespace: namespace}
+	if err := p.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = mgr.Start(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func startAgent(t *testing.T, env *testenv.Env, node string, addr netip.Addr, log logr.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	cfg := agent.Config{NodeName: node, Namespace: namespace, LocalAddress: addr, Version: "e2e", SessionPoll: 100 * time.Millisecond}
+	go func() {
+		if err := agent.RunOnNode(ctx, env.Config, env.Scheme, cfg, embedded.New(addr, log), clock.RealClock{}, log.WithValues("node", node)); err != nil {
+			t.Errorf("agent %s: %v", node, err)
+		}
+		close(done)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func announcedBy(paths []bgptest.Path, nextHops ...string) bool {
+	var got []string
+	for _, p := range paths {
+		got = append(got, p.NextHop)
+	}
+	slices.Sort(got)
+	slices.Sort(nextHops)
+	return slices.Equal(got, nextHops)
+}
+
+func TestEmbeddedAnnounceWithdrawDeprefer(t *testing.T) {
+	env, err := testenv.Start(testenv.WithAPIServerStopTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiServerStopped := false
+	t.Cleanup(func() {
+		if !apiServerStopped {
+			_ = env.Stop()
+		} else {
+			_ = env.ControlPlane.Etcd.Stop()
+		}
+	})
+	k8s, err := client.New(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	nodes := map[string]netip.Addr{"edge-1": netip.MustParseAddr("127.0.0.2"), "edge-2": netip.MustParseAddr("127.0.0.4")}
+	router := bgptest.Start(t, routerAddr, 65001, map[netip.Addr]uint32{nodes["edge-1"]: 64512, nodes["edge-2"]: 64512})
+	services := map[string]*service{"edge-1": newService(t), "edge-2": newService(t)}
+
+	// In a cluster every node probes its own service at the same URL (127.0.0.1:port). Here the two "nodes" share
+	// one machine, so each has its own service port, hence its own policy and its own AnycastPrefix (selected by a
+	// node label) over the one claim.
+	claim := &anycastv1.BGPSessionClaim{ObjectMeta: metav1.ObjectMeta{Name: "edge"}}
+	claim.Spec.LocalASN = 64512
+	claim.Spec.Static = &anycastv1.StaticSessions{Peers: []anycastv1.BGPPeer{{Address: anycastv1.IPAddress(routerAddr.String()), ASN: 65001, Port: ptr.To(int32(router.Port))}}}
+	claim.Spec.Timers = &anycastv1.BGPTimers{HoldTime: &metav1.Duration{Duration: 9 * time.Second}, KeepaliveTime: &metav1.Duration{Duration: 3 * time.Second},
+		ConnectRetry: &metav1.Duration{Duration: time.Second}}
+	objs := []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, claim}
+	for node := range nodes {
+		objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{"anycast.dev/node": node}}})
+		hp := &anycastv1.HealthPolicy{ObjectMeta: metav1.ObjectMeta{Name: "web-" + node}}
+		hp.Spec.Checks = []anycastv1.HealthCheck{{Name: "web", HTTP: &anycastv1.HTTPCheck{URL: services[node].URL + "/healthz"}}}
+		hp.Spec.Interval = &metav1.Duration{Duration: 100 * time.Millisecond}
+		hp.Spec.Timeout = &metav1.Duration{Duration: 80 * time.Millisecond}
+		hp.Spec.RiseThreshold, hp.Spec.FallThreshold = ptr.To[int32](1), ptr.To[int32](2)
+		hp.Spec.Dampening = &anycastv1.Dampening{WithdrawDelay: &metav1.Duration{}, ReannounceDelay: &metav1.Duration{}, MinAnnounceDuration: &metav1.Duration{}}
+		objs = append(objs, hp)
+	}
+	for i, node := range []string{"edge-1", "edge-2"} {
+		ap := &anycastv1.AnycastPrefix{ObjectMeta: metav1.ObjectMeta{Name: "dns-" + node}}
+		ap.Spec.Prefixes = []anycastv1.CIDR{anycastv1.CIDR(fmt.Sprintf("198.51.%d.0/24", 100+i))}
+		ap.Spec.SessionClaims = []anycastv1.LocalObjectName{"edge"}
+		ap.Spec.NodeSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"anycast.dev/node": node}}
+		ap.Spec.HealthPolicyRef = &anycastv1.ObjectReference{Name: anycastv1.LocalObjectName("web-" + node)}
+		ap.Spec.Attributes = &anycastv1.BGPAttributes{Communities: []anycastv1.Community{"64512:100"}, MED: ptr.To[int64](10)}
+		objs = append(objs, ap)
+	}
+	for _, o := range objs {
+		if err := k8s.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startManager(t, env)
+	log := testr.NewWithOptions(t, testr.Options{Verbosity: 0})
+	for node, addr := range nodes {
+		startAgent(t, env, node, addr, log)
+	}
+	p1, p2 := netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("198.51.101.0/24")
+
+	// Announced, with the node as next hop and the prefix's attributes.
+	got := router.WaitFor(t, p1, "edge-1 announces", func(p []bgptest.Path) bool { return announcedBy(p, "127.0.0.2") })[0]
+	if !slices.Equal(got.ASPath, []uint32{64512}) || !slices.Equal(got.Communities, []uint32{64512<<16 | 100}) || got.MED == nil || *got.MED != 10 {
+		t.Errorf("router received %s", got)
+	}
+	router.WaitFor(t, p2, "edge-2 announces", func(p []bgptest.Path) bool { return announcedBy(p, "127.0.0.4") })
+	waitPrefixReady(t, k8s, "dns-edge-1", "1/1")
+
+	// The service fails: the path disappears; it recovers: the path returns.
+	services["edge-1"].healthy.Store(false)
+	router.WaitFor(t, p1, "edge-1 withdraws after its service failed", func(p []bgptest.Path) bool { return len(p) == 0 })
+	waitNodeState(t, k8s, "edge-1", "198.51.100.0/24", anycastv1.PrefixWithdrawn)
+	services["edge-1"].healthy.Store(true)
+	router.WaitFor(t, p1, "edge-1 announces again after recovery", func(p []bgptest.Path) bool { return announcedBy(p, "127.0.0.2") })
+
+	// Deprefer mode: the path stays, less preferred.
+	setPolicy(t, k8s, "web-edge-1", func(s *anycastv1.HealthPolicySpec) { s.OnUnhealthy = anycastv1.UnhealthyDeprefer })
+	waitSpec(t, k8s, "edge-1", func(na *anycastv1.NodeAnnouncement) bool {
+		return len(na.Spec.HealthPolicies) == 1 && na.Spec.HealthPolicies[0].Spec.OnUnhealthy == anycastv1.UnhealthyDeprefer
+	})
+	services["edge-1"].healthy.Store(false)
+	router.WaitFor(t, p1, "edge-1 deprefers", func(p []bgptest.Path) bool {
+		return len(p) == 1 && len(p[0].ASPath) == 4 && p[0].MED != nil && *p[0].MED == 1010 && slices.Contains(p[0].Communities, speaker.GracefulShutdown)
+	})
+	services["edge-1"].healthy.Store(true)
+	router.WaitFor(t, p1, "edge-1 back to normal", func(p []bgptest.Path) bool { return len(p) == 1 && len(p[0].ASPath) == 1 })
+	setPolicy(t, k8s, "web-edge-1", func(s *anycastv1.HealthPolicySpec) { s.OnUnhealthy = anycastv1.UnhealthyWithdraw })
+	waitSpec(t, k8s, "edge-1", func(na *anycastv1.NodeAnnouncement) bool {
+		return len(na.Spec.HealthPolicies) == 1 && na.Spec.HealthPolicies[0].Spec.OnUnhealthy == anycastv1.UnhealthyWithdraw
+	})
+
+	// The API server goes away: a failing node still withdraws (it holds its permit), a healthy one keeps announcing.
+	// Stop sends SIGTERM and, after a second, SIGKILL: either way the API server is gone, as after a crash.
+	if err := env.ControlPlane.APIServer.Stop(); err != nil && !strings.Contains(err.Error(), "timeout waiting for process") {
+		t.Fatal(err)
+	}
+	apiServerStopped = true
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "edge-1"}, &corev1.Node{}); err == nil {
+		t.Fatal("the API server still answers")
+	}
+	services["edge-1"].healthy.Store(false)
+	router.WaitFor(t, p1, "edge-1 withdraws with the API server down", func(p []bgptest.Path) bool { return len(p) == 0 })
+	if p := router.Paths(p2); !announcedBy(p, "127.0.0.4") {
+		t.Errorf("edge-2 stopped announcing while the API server was down: %v", p)
+	}
+}
+
+func waitPrefixReady(t *testing.T, k8s client.Client, name, announcing string) {
+	t.Helper()
+	poll(t, fmt.Sprintf("%s Ready with %s announcing", name, announcing), func() (bool, string) {
+		var ap anycastv1.AnycastPrefix
+		if err := k8s.Get(context.Background(), client.ObjectKey{Name: name}, &ap); err != nil {
+			return false, err.Error()
+		}
+		c := meta.FindStatusCondition(ap.Status.Conditions, anycastv1.ConditionReady)
+		return c != nil && c.Status == metav1.ConditionTrue && ap.Status.Announcing == announcing, fmt.Sprintf("%+v", ap.Status)
+	})
+}
+
+func waitNodeState(t *testing.T, k8s client.Client, node, prefix string, state anycastv1.PrefixState) {
+	t.Helper()
+	poll(t, fmt.Sprintf("%s reports %s %s", node, prefix, state), func() (bool, string) {
+		var na anycastv1.NodeAnnouncement
+		if err := k8s.Get(context.Background(), client.ObjectKey{Name: node}, &na); err != nil {
+			return false, err.Error()
+		}
+		for _, p := range na.Status.Prefixes {
+			if string(p.Prefix) == prefix {
+				return p.State == state, fmt.Sprintf("%+v", na.Status.Prefixes)
+			}
+		}
+		return false, fmt.Sprintf("%+v", na.Status)
+	})
+}
+
+func waitSpec(t *testing.T, k8s client.Client, node string, ok func(*anycastv1.NodeAnnouncement) bool) {
+	t.Helper()
+	poll(t, node+" spec", func() (bool, string) {
+		var na anycastv1.NodeAnnouncement
+		if err := k8s.Get(context.Background(), client.ObjectKey{Name: node}, &na); err != nil {
+			return false, err.Error()
+		}
+		return ok(&na) && na.Status.ObservedGeneration == na.Generation, fmt.Sprintf("generation %d observed %d", na.Generation, na.Status.ObservedGeneration)
+	})
+}
+
+func setPolicy(t *testing.T, k8s client.Client, name string, change func(*anycastv1.HealthPolicySpec)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var hp anycastv1.HealthPolicy
+		if err := k8s.Get(context.Background(), client.ObjectKey{Name: name}, &hp); err != nil {
+			return err
+		}
+		change(&hp.Spec)
+		return k8s.Update(context.Background(), &hp)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func poll(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	var last string
+	if err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		ok, why := cond()
+		last = why
+		return ok, nil
+	}); err != nil {
+		t.Fatalf("%s: not reached: %s", what, last)
+	}
+}
