@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"time"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/dampening"
@@ -76,12 +75,4 @@ func (a *Agent) observe(r policyResult) {
 	if r.run.health != before {
 		a.log.Info("Health changed", "policy", r.run.name, "from", before.String(), "to", r.run.health.String())
 	}
-}
-
-// lastProbe is when the policy's checks last ran.
-func (r *policyRun) lastProbe() time.Time {
-	if len(r.last) == 0 {
-		return time.Time{}
-	}
-	return r.last[0].At
 }

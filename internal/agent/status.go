@@ -42,7 +42,7 @@ func (a *Agent) writeStatus(ctx context.Context) {
 	u.SetName(a.spec.Name)
 	// Server-side apply under the agent's own field manager: what it stops reporting disappears, and the
 	// manager's spec is never touched.
-	if err := a.client.Status().Patch(ctx, u, client.Apply, client.FieldOwner("anycast-agent"), client.ForceOwnership); err != nil {
+	if err := a.client.SubResource("status").Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("anycast-agent"), client.ForceOwnership); err != nil {
 		a.log.V(1).Info("Status not written; retried on the next change or timer", "error", err.Error())
 		return
 	}

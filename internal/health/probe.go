@@ -191,7 +191,7 @@ func (p endpointsProbe) Probe(context.Context) error {
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("Service %s/%s has no ready endpoint on this node", p.namespace, p.name)
+		return fmt.Errorf("no ready endpoint of Service %s/%s on this node", p.namespace, p.name)
 	}
 	return nil
 }

@@ -159,7 +159,7 @@ func TestServiceEndpointsProbe(t *testing.T) {
 	c := anycastv1.HealthCheck{Name: "pods", ServiceEndpoints: &anycastv1.ServiceEndpointsCheck{Namespace: "dns", Name: "ready"}}
 	expect(t, "ready", run(t, c, time.Second), "")
 	c.ServiceEndpoints.Name = "other"
-	expect(t, "none ready", run(t, c, time.Second), "Service dns/other has no ready endpoint on this node")
+	expect(t, "none ready", run(t, c, time.Second), "no ready endpoint of Service dns/other on this node")
 	if _, err := New(c, nil); err == nil {
 		t.Error("a serviceEndpoints probe without an endpoints source was built")
 	}
