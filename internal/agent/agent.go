@@ -39,6 +39,8 @@ type Config struct {
 	LeaseDuration time.Duration
 	// SessionPoll is how often session states are read from the speaker.
 	SessionPoll time.Duration
+	// Endpoints answers serviceEndpoints checks (RunOnNode backs it with EndpointSlice watches).
+	Endpoints health.EndpointsReady
 }
 
 // Agent runs on one node. Build it with New and call Run.
@@ -170,12 +172,7 @@ func (a *Agent) setSpec(ctx context.Context, na *anycastv1.NodeAnnouncement) {
 	}
 	for name, spec := range wanted {
 		if _, ok := a.policies[name]; !ok {
-			run, err := a.startPolicy(ctx, name, spec)
-			if err != nil {
-				a.log.Error(err, "Cannot probe", "policy", name)
-				continue
-			}
-			a.policies[name] = run
+			a.policies[name] = a.startPolicy(ctx, name, spec)
 		}
 	}
 	seen := map[netip.Prefix]bool{}

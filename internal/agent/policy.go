@@ -26,14 +26,14 @@ type policyResult struct {
 }
 
 // startPolicy starts probing: a first round at once, then one every interval.
-func (a *Agent) startPolicy(ctx context.Context, name string, spec anycastv1.HealthPolicySpec) (*policyRun, error) {
+func (a *Agent) startPolicy(ctx context.Context, name string, spec anycastv1.HealthPolicySpec) *policyRun {
 	s := dampening.SettingsFor(&spec)
 	probes := make([]health.Named, 0, len(spec.Checks))
 	run := &policyRun{name: name, spec: *spec.DeepCopy(), settings: s}
 	for _, c := range spec.Checks {
-		p, err := health.New(c, nil)
+		p, err := health.New(c, a.cfg.Endpoints)
 		if err != nil {
-			return nil, err
+			p = broken{err} // the check fails with its reason in status rather than silencing the whole policy
 		}
 		probes = append(probes, health.Named{Name: c.Name, Probe: p, Timeout: s.Timeout})
 		run.checks = append(run.checks, dampening.NewCheck(s.Rise, s.Fall))
@@ -57,8 +57,13 @@ func (a *Agent) startPolicy(ctx context.Context, name string, spec anycastv1.Hea
 		}
 	}()
 	a.log.Info("Probing", "policy", name, "checks", len(probes), "interval", s.Interval.String())
-	return run, nil
+	return run
 }
+
+// broken is a check that cannot run; every probe fails with the reason.
+type broken struct{ err error }
+
+func (b broken) Probe(context.Context) error { return b.err }
 
 // observe records a probe round and updates the policy's verdict.
 func (a *Agent) observe(r policyResult) {

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
@@ -36,6 +37,11 @@ func RunOnNode(ctx context.Context, restCfg *rest.Config, scheme *runtime.Scheme
 	if err != nil {
 		return fmt.Errorf("creating the client: %w", err)
 	}
+	cs, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("creating the clientset: %w", err)
+	}
+	cfg.Endpoints = newEndpointWatches(ctx, cs, cfg.NodeName).Ready
 	a := New(cfg, cl, sp, clk, log)
 	inf, err := c.GetInformer(ctx, &anycastv1.NodeAnnouncement{})
 	if err != nil {
