@@ -84,16 +84,17 @@ func prefixStall(r *PrefixReport) (reason, msg string) {
 
 func prefixDegradation(r *PrefixReport) (reason, msg string) {
 	var parts []string
-	if len(r.Withdrawn) > 0 {
-		reason = anycastv1.ReasonNodesWithdrawn
-		parts = append(parts, fmt.Sprintf("withdrawn on %d of %d eligible nodes (%s)", len(r.Withdrawn), len(r.Eligible), names(r.Withdrawn, "")))
-	}
+	// First the most urgent: unhealthy nodes that the budget keeps announcing still draw traffic.
 	if len(r.HeldBack) > 0 {
-		if reason == "" {
-			reason = anycastv1.ReasonMaxWithdrawnReached
-		}
+		reason = anycastv1.ReasonMaxWithdrawnReached
 		parts = append(parts, fmt.Sprintf("%d nodes want to withdraw but are kept announcing: maxWithdrawn allows %d of %d at once (%s)",
 			len(r.HeldBack), r.Budget, len(r.placed), names(r.HeldBack, "")))
+	}
+	if len(r.Withdrawn) > 0 {
+		if reason == "" {
+			reason = anycastv1.ReasonNodesWithdrawn
+		}
+		parts = append(parts, fmt.Sprintf("withdrawn on %d of %d eligible nodes (%s)", len(r.Withdrawn), len(r.Eligible), names(r.Withdrawn, "")))
 	}
 	for _, d := range r.ExportDenied {
 		if reason == "" {
