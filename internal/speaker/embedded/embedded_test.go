@@ -29,7 +29,7 @@ func session(claim string, r *bgptest.Router) speaker.Session {
 		LocalAddress: node, HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second, ConnectRetry: time.Second}
 }
 
-func waitEstablished(t *testing.T, s *Speaker, n int) {
+func waitEstablished(t testing.TB, s *Speaker, n int) {
 	t.Helper()
 	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		got, err := s.Sessions(ctx)
@@ -60,9 +60,11 @@ func TestEmbeddedSpeakerAgainstARouter(t *testing.T) {
 
 	attrs := &anycastv1.BGPAttributes{Communities: []anycastv1.Community{"64512:100", "no-export"}, LargeCommunities: []anycastv1.LargeCommunity{"64512:1:2"},
 		MED: ptr.To[int64](10), ASPathPrepend: ptr.To[int32](1)}
+	// transit-a may carry both prefixes, transit-b only dns.
+	exports := map[string][]netip.Prefix{"transit-a": {dns, web}, "transit-b": {dns}}
 	announce := func(deprefer bool, routes ...speaker.Route) {
 		t.Helper()
-		if err := s.Apply(ctx, speaker.State{Sessions: sessions, Routes: routes}); err != nil {
+		if err := s.Apply(ctx, speaker.State{Sessions: sessions, Exports: exports, Routes: routes}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -73,8 +75,9 @@ func TestEmbeddedSpeakerAgainstARouter(t *testing.T) {
 		}
 		return r
 	}
-	// dns goes to both claims, web only to transit-a.
-	announce(false, route(dns, false, "transit-a", "transit-b"), route(web, false, "transit-a"))
+	// dns goes to both claims, web only to transit-a; web is also wrongly tagged for transit-b, whose exports do not
+	// allow it: the guard holds it back.
+	announce(false, route(dns, false, "transit-a", "transit-b"), route(web, false, "transit-a", "transit-b"))
 	waitEstablished(t, s, 2)
 
 	got := a.WaitFor(t, dns, "dns announced", func(p []bgptest.Path) bool { return len(p) == 1 })[0]
@@ -90,7 +93,7 @@ func TestEmbeddedSpeakerAgainstARouter(t *testing.T) {
 	}
 
 	// Deprefer: three more prepends, MED + 1000, GRACEFUL_SHUTDOWN.
-	announce(true, route(dns, true, "transit-a", "transit-b"), route(web, false, "transit-a"))
+	announce(true, route(dns, true, "transit-a", "transit-b"), route(web, false, "transit-a", "transit-b"))
 	a.WaitFor(t, dns, "dns deprefered", func(p []bgptest.Path) bool {
 		return len(p) == 1 && len(p[0].ASPath) == 5 && p[0].MED != nil && *p[0].MED == 1010 && slices.Contains(p[0].Communities, speaker.GracefulShutdown)
 	})

@@ -1,0 +1,57 @@
+package embedded
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/anycast-operator/anycast-operator/internal/speaker"
+	"github.com/anycast-operator/anycast-operator/internal/speaker/bgptest"
+)
+
+// BenchmarkDecisionToRouter measures the time from the agent's decision (Apply with or without the route) to the
+// best-path change in a GoBGP router's RIB over a loopback session, for withdrawals and announcements.
+func BenchmarkDecisionToRouter(b *testing.B) {
+	router := bgptest.Start(b, routerA, 65001, map[netip.Addr]uint32{node: 64512})
+	s := New(node, logr.Discard())
+	b.Cleanup(func() { _ = s.Close() })
+	ctx := context.Background()
+	sessions := []speaker.Session{session("transit-a", router)}
+	r, err := speaker.RouteFor(dns, []string{"transit-a"}, nil, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	exports := map[string][]netip.Prefix{"transit-a": {dns}}
+	with := speaker.State{Sessions: sessions, Exports: exports, Routes: []speaker.Route{r}}
+	without := speaker.State{Sessions: sessions, Exports: exports}
+	if err := s.Apply(ctx, with); err != nil {
+		b.Fatal(err)
+	}
+	waitEstablished(b, s, 1)
+	router.WaitFor(b, dns, "announced", func(p []bgptest.Path) bool { return len(p) == 1 })
+
+	changes := router.Changes(b)
+	var withdraw, announce bgptest.Latencies
+	measure := func(st speaker.State, withdrawn bool) time.Duration {
+		start := time.Now()
+		if err := s.Apply(ctx, st); err != nil {
+			b.Fatal(err)
+		}
+		for c := range changes {
+			if c.Prefix == dns.String() && c.Withdrawn == withdrawn {
+				return c.At.Sub(start)
+			}
+		}
+		b.Fatal("the router's event stream ended")
+		return 0
+	}
+	for b.Loop() {
+		withdraw = append(withdraw, measure(without, true))
+		announce = append(announce, measure(with, false))
+	}
+	withdraw.Report(b, "withdraw")
+	announce.Report(b, "announce")
+}
