@@ -47,7 +47,7 @@ type service struct {
 	healthy atomic.Bool
 }
 
-func newService(t *testing.T) *service {
+func newService(t testing.TB) *service {
 	s := &service{}
 	s.healthy.Store(true)
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -59,7 +59,7 @@ func newService(t *testing.T) *service {
 	return s
 }
 
-func startManager(t *testing.T, env *testenv.Env) {
+func startManager(t testing.TB, env *testenv.Env) {
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		// The last scenario kills the API server; do not wait for it at shutdown.
@@ -77,7 +77,7 @@ func startManager(t *testing.T, env *testenv.Env) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func startAgent(t *testing.T, env *testenv.Env, node string, addr netip.Addr, log logr.Logger) {
+func startAgent(t testing.TB, env *testenv.Env, node string, addr netip.Addr, log logr.Logger) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	cfg := agent.Config{NodeName: node, Namespace: namespace, LocalAddress: addr, Version: "e2e", SessionPoll: 100 * time.Millisecond}
