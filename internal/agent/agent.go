@@ -63,6 +63,8 @@ type Agent struct {
 	sessions   []speaker.SessionStatus
 	written    string // fingerprint of the last status written
 	lastStatus anycastv1.NodeAnnouncementStatus
+	// dirty: something the speaker or the status shows may have changed since they were last made true.
+	dirty bool
 }
 
 // New returns an agent; spec updates are fed with Observe (from an informer on the node's NodeAnnouncement).
@@ -123,6 +125,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		case na := <-a.specs:
 			a.setSpec(ctx, na)
+			a.dirty = true
 		case r := <-a.results:
 			a.observe(r)
 		case <-wake.C():
@@ -133,8 +136,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			continue
 		}
 		next := a.step()
-		a.announce(ctx)
-		a.writeStatus(ctx)
+		// Most probe rounds change nothing; then there is nothing to announce or report. A failed Apply or status
+		// write leaves dirty set, so the next event retries it.
+		if a.dirty {
+			applied := a.announce(ctx)
+			written := a.writeStatus(ctx)
+			a.dirty = !applied || !written
+		}
 		wake.Stop()
 		if !next.IsZero() {
 			wake.Reset(max(next.Sub(a.clock.Now()), time.Millisecond))
@@ -226,6 +234,9 @@ func (a *Agent) step() time.Time {
 			Now: now, Health: h, Drain: a.spec.Spec.Drain, Paused: g.Paused,
 			Permit: slices.Contains(a.spec.Spec.Permits, run.source),
 		})
+		if d.State != run.last.State || d.Reason != run.last.Reason || d.WantPermit != run.last.WantPermit {
+			a.dirty = true
+		}
 		if d.State != run.last.State {
 			a.log.Info("Prefix state changed", "prefix", pfx, "source", run.source, "from", run.last.State, "to", d.State, "reason", d.Reason)
 		}
@@ -237,10 +248,10 @@ func (a *Agent) step() time.Time {
 	return next
 }
 
-// announce makes the speaker announce what the decisions say.
-func (a *Agent) announce(ctx context.Context) {
+// announce makes the speaker announce what the decisions say; false when the speaker refused.
+func (a *Agent) announce(ctx context.Context) bool {
 	if a.spec == nil {
-		return
+		return true
 	}
 	st := speaker.State{Sessions: a.sessionsOf(ctx), Exports: map[string][]netip.Prefix{}}
 	for pfx, run := range a.prefixes {
@@ -263,20 +274,21 @@ func (a *Agent) announce(ctx context.Context) {
 		}
 		r, err := speaker.RouteFor(pfx, claims, g.Attributes, state == anycastv1.PrefixDeprefered)
 		if err != nil {
-			a.log.Error(err, "Not announcing", "prefix", pfx)
+			a.log.Error(err, "Not announcing", "prefix", pfx) // refused by the API server already; not retried
 			continue
 		}
 		st.Routes = append(st.Routes, r)
 	}
 	slices.SortFunc(st.Routes, func(x, y speaker.Route) int { return comparePrefixes(x.Prefix, y.Prefix) })
 	if a.applied != nil && jsonEqual(*a.applied, st) {
-		return
+		return true
 	}
 	if err := a.speaker.Apply(ctx, st); err != nil {
 		a.log.Error(err, "Applying the BGP state")
-		return // retried on the next event
+		return false
 	}
 	a.applied = &st
+	return true
 }
 
 func comparePrefixes(x, y netip.Prefix) int {
@@ -357,8 +369,9 @@ func durationOr(d *metav1.Duration, def string) time.Duration {
 
 func (a *Agent) readSessions(ctx context.Context) {
 	s, err := a.speaker.Sessions(ctx)
-	if err == nil {
+	if err == nil && !jsonEqual(s, a.sessions) {
 		a.sessions = s
+		a.dirty = true
 	}
 }
 

@@ -72,7 +72,11 @@ func (a *Agent) observe(r policyResult) {
 	}
 	states := make([]anycastv1.CheckState, len(r.results))
 	for i, res := range r.results {
+		before := r.run.checks[i].State()
 		states[i] = r.run.checks[i].Observe(res.Passed)
+		if states[i] != before {
+			a.dirty = true // a check's state is in status
+		}
 	}
 	before := r.run.health
 	r.run.health = dampening.Combine(r.run.settings.Mode, states)

@@ -22,19 +22,19 @@ import (
 // state, a session state, a permit or a request, the observed generation. Values that change with every probe
 // (probe time, latency, failure count, error text) ride along with those writes but never cause one, so that a
 // steady node, healthy or not, writes nothing.
-func (a *Agent) writeStatus(ctx context.Context) {
+func (a *Agent) writeStatus(ctx context.Context) bool {
 	if a.spec == nil || a.spec.Name == "" {
-		return
+		return true
 	}
 	st := a.status()
 	fp := fingerprint(st)
 	if fp == a.written {
-		return
+		return true
 	}
 	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&anycastv1.NodeAnnouncement{Status: st})
 	if err != nil {
 		a.log.Error(err, "Encoding status")
-		return
+		return true // cannot get better by retrying
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{"status": obj["status"]}}
 	u.SetAPIVersion(anycastv1.GroupVersion.String())
@@ -43,10 +43,11 @@ func (a *Agent) writeStatus(ctx context.Context) {
 	// Server-side apply under the agent's own field manager: what it stops reporting disappears, and the
 	// manager's spec is never touched.
 	if err := a.client.SubResource("status").Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("anycast-agent"), client.ForceOwnership); err != nil {
-		a.log.V(1).Info("Status not written; retried on the next change or timer", "error", err.Error())
-		return
+		a.log.V(1).Info("Status not written; retried on the next event", "error", err.Error())
+		return false
 	}
 	a.written, a.lastStatus = fp, st
+	return true
 }
 
 // status builds the status from the decisions, the checks and the sessions.
