@@ -64,15 +64,19 @@ test: verify-gen lint envtest-assets ## All tests, including those against a rea
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test $(GO_TEST_FLAGS) ./... -count=1
 
 .PHONY: bench
-bench: envtest-assets ## Benchmarks (plan and cold convergence); figures go to docs/performance.md.
+bench: envtest-assets ## Benchmarks; figures go to docs/performance.md.
 	go test ./internal/plan/ -run '^$$' -bench . -benchmem -count=5
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/bench/ -run '^$$' -bench . -benchtime=3x -timeout 30m
+	go test ./internal/speaker/embedded/ -run '^$$' -bench DecisionToRouter -benchtime=2000x -count=3
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/e2e/ -run '^$$' -bench ServiceDeath -benchtime=20x -timeout 10m
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/bench/ -run '^$$' -bench ColdConvergence -benchtime=3x -timeout 30m
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/bench/ -run '^$$' -bench AgentFootprint -benchtime=1x -timeout 10m
 
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager into bin/.
+build: ## Build the manager and the agent into bin/.
 	go build -ldflags "$(LDFLAGS)" -o bin/manager ./cmd/manager
+	go build -ldflags "$(LDFLAGS)" -o bin/agent ./cmd/agent
 
 .PHONY: run
 run: ## Run the manager against the current kubeconfig.
