@@ -18,6 +18,8 @@ import (
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/agent"
+	"github.com/anycast-operator/anycast-operator/internal/speaker"
+	"github.com/anycast-operator/anycast-operator/internal/speaker/bird"
 	"github.com/anycast-operator/anycast-operator/internal/speaker/embedded"
 )
 
@@ -34,11 +36,13 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	var cfg agent.Config
-	var local, backend, probeAddr string
+	var local, backend, probeAddr, birdDir, birdSocket string
 	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "This node's name (downward API: spec.nodeName).")
 	fs.StringVar(&cfg.Namespace, "namespace", envOr("POD_NAMESPACE", "anycast-system"), "The operator's namespace: referenced Secrets and the agent's Lease.")
 	fs.StringVar(&local, "local-address", os.Getenv("NODE_IP"), "The node address BGP sessions start from, also the router ID (downward API: status.hostIP).")
-	fs.StringVar(&backend, "backend", "embedded", "How prefixes are announced: embedded (in-process GoBGP speaker).")
+	fs.StringVar(&backend, "backend", "embedded", "How prefixes are announced: embedded (in-process GoBGP speaker) or bird (a running BIRD 2).")
+	fs.StringVar(&birdDir, "bird-dir", "/etc/bird/anycast", "bird backend: where the include files go (bird.conf includes filters.conf, routes.conf, peers.conf from here, in that order).")
+	fs.StringVar(&birdSocket, "bird-socket", "/run/bird/bird.ctl", "bird backend: BIRD's control socket.")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8082", "Address of the agent's /healthz endpoint; 0 turns it off.")
 	fs.IntVar(&cfg.ProbeConcurrency, "probe-concurrency", 8, "Health probes running at once on this node.")
 	opts := zap.Options{}
@@ -56,8 +60,14 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("--local-address %q: %w", local, err)
 	}
 	cfg.LocalAddress, cfg.Version = addr, version
-	if backend != "embedded" {
-		return fmt.Errorf("--backend=%q: this agent announces through the embedded speaker only (BIRD 2 is not built yet)", backend)
+	var sp speaker.Speaker
+	switch backend {
+	case "embedded":
+		sp = embedded.New(addr, log)
+	case "bird":
+		sp = &bird.Speaker{Dir: birdDir, Socket: birdSocket, Log: log}
+	default:
+		return fmt.Errorf("--backend=%q: want embedded or bird", backend)
 	}
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -76,7 +86,7 @@ func run(ctx context.Context, args []string) error {
 		defer srv.Close()
 	}
 	log.Info("Starting agent", "version", version, "backend", backend, "localAddress", addr)
-	return agent.RunOnNode(ctx, restCfg, scheme, cfg, embedded.New(addr, log), clock.RealClock{}, log)
+	return agent.RunOnNode(ctx, restCfg, scheme, cfg, sp, clock.RealClock{}, log)
 }
 
 func envOr(key, def string) string {

@@ -1,0 +1,326 @@
+// Package bird announces through a BIRD 2 daemon the host already runs: the agent writes three include files
+// (export filters, static routes with their attributes, BGP peers) and asks BIRD to reload them with
+// `birdc configure`. The user's bird.conf includes them, in this order:
+//
+//	include "/etc/bird/anycast/filters.conf";
+//	include "/etc/bird/anycast/routes.conf";
+//	include "/etc/bird/anycast/peers.conf";
+package bird
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/go-logr/logr"
+
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/internal/speaker"
+)
+
+// Files are the include files the speaker owns, in the order bird.conf must include them.
+var Files = []string{"filters.conf", "routes.conf", "peers.conf"}
+
+// Speaker drives a running BIRD 2.
+type Speaker struct {
+	// Dir holds the include files.
+	Dir string
+	// Socket is BIRD's control socket.
+	Socket string
+	// Birdc is the birdc binary.
+	Birdc string
+	Log   logr.Logger
+
+	mu      sync.Mutex
+	applied map[string][]byte // file → content BIRD accepted last
+	names   map[string]string // protocol name → session key, for Sessions
+	claims  map[string]speaker.Session
+}
+
+var _ speaker.Speaker = (*Speaker)(nil)
+
+// Apply renders the state, and when it differs from what BIRD runs, writes it and reloads BIRD. If BIRD refuses the
+// new configuration, the last good files are put back (BIRD keeps running the old one) and the error says why.
+func (s *Speaker) Apply(ctx context.Context, st speaker.State) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	files, names := render(st)
+	if s.applied != nil && equalFiles(s.applied, files) {
+		return nil
+	}
+	previous := s.applied
+	if err := s.write(files); err != nil {
+		return err
+	}
+	if err := s.configure(ctx); err != nil {
+		if previous != nil {
+			_ = s.write(previous)
+		} else {
+			_ = s.write(map[string][]byte{"filters.conf": nil, "routes.conf": nil, "peers.conf": nil})
+		}
+		return fmt.Errorf("BIRD refused the new configuration (the last good one stays): %w", err)
+	}
+	s.applied, s.names = files, names
+	s.claims = map[string]speaker.Session{}
+	for _, x := range st.Sessions {
+		s.claims[x.Key()] = x
+	}
+	return nil
+}
+
+func equalFiles(a, b map[string][]byte) bool {
+	for _, f := range Files {
+		if !bytes.Equal(a[f], b[f]) {
+			return false
+		}
+	}
+	return true
+}
+
+// write replaces the include files atomically: each is written beside its final name and renamed over it.
+func (s *Speaker) write(files map[string][]byte) error {
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return err
+	}
+	for _, f := range Files {
+		tmp, err := os.CreateTemp(s.Dir, "."+f+".*")
+		if err != nil {
+			return err
+		}
+		_, werr := tmp.Write(files[f])
+		cerr := tmp.Close()
+		if err := errors.Join(werr, cerr, os.Chmod(tmp.Name(), 0o600)); err != nil { // peers.conf holds MD5 passwords
+			_ = os.Remove(tmp.Name())
+			return err
+		}
+		if err := os.Rename(tmp.Name(), filepath.Join(s.Dir, f)); err != nil {
+			_ = os.Remove(tmp.Name())
+			return err
+		}
+	}
+	return nil
+}
+
+// configure asks BIRD to reload and checks its answer.
+func (s *Speaker) configure(ctx context.Context) error {
+	out, err := s.birdc(ctx, "configure")
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(out, "Reconfigured") && !strings.Contains(out, "Reconfiguration in progress") {
+		return fmt.Errorf("birdc configure: %s", strings.TrimSpace(out))
+	}
+	return nil
+}
+
+func (s *Speaker) birdc(ctx context.Context, args ...string) (string, error) {
+	bin := s.Birdc
+	if bin == "" {
+		bin = "birdc"
+	}
+	out, err := exec.CommandContext(ctx, bin, append([]string{"-s", s.Socket}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("birdc %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// showProtocol matches a line of `birdc show protocols`: name, protocol, table, state, since, info.
+var showProtocol = regexp.MustCompile(`^(\S+)\s+BGP\s+\S+\s+(\S+)\s+\S+(?:\s+\S+)?\s*(\S*)`)
+
+// Sessions reads the state of the speaker's BGP protocols from `birdc show protocols`.
+func (s *Speaker) Sessions(ctx context.Context) ([]speaker.SessionStatus, error) {
+	s.mu.Lock()
+	names, claims := s.names, s.claims
+	s.mu.Unlock()
+	if len(names) == 0 {
+		return nil, nil
+	}
+	out, err := s.birdc(ctx, "show", "protocols")
+	if err != nil {
+		return nil, err
+	}
+	var res []speaker.SessionStatus
+	for _, line := range strings.Split(out, "\n") {
+		m := showProtocol.FindStringSubmatch(strings.TrimSpace(line))
+		if m == nil {
+			continue
+		}
+		key, ok := names[m[1]]
+		if !ok {
+			continue
+		}
+		x := claims[key]
+		state := anycastv1.SessionUnknown
+		if m[2] == "up" {
+			state = anycastv1.SessionEstablished
+		} else {
+			state = bgpState(line)
+		}
+		res = append(res, speaker.SessionStatus{Claim: x.Claim, PeerAddress: x.PeerAddress.String(), PeerASN: x.PeerASN,
+			LocalAddress: addrString(x.LocalAddress), State: state})
+	}
+	sort.Slice(res, func(i, j int) bool { return res[i].Claim+res[i].PeerAddress < res[j].Claim+res[j].PeerAddress })
+	return res, nil
+}
+
+// bgpState reads the BGP state BIRD shows in the info column of a protocol that is not up.
+func bgpState(line string) anycastv1.SessionState {
+	for _, st := range []anycastv1.SessionState{anycastv1.SessionConnect, anycastv1.SessionActive, anycastv1.SessionOpenSent,
+		anycastv1.SessionOpenConfirm, anycastv1.SessionIdle} {
+		if strings.Contains(line, string(st)) {
+			return st
+		}
+	}
+	return anycastv1.SessionIdle
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+// Close withdraws everything: empty include files, reloaded.
+func (s *Speaker) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	empty := map[string][]byte{}
+	if err := s.write(empty); err != nil {
+		return err
+	}
+	s.applied = empty
+	return s.configure(context.Background())
+}
+
+// render turns the state into the three files, and names each BGP protocol.
+func render(st speaker.State) (map[string][]byte, map[string]string) {
+	var filters, routes, peers bytes.Buffer
+	claims := make([]string, 0, len(st.Exports))
+	for c := range st.Exports {
+		claims = append(claims, c)
+	}
+	sort.Strings(claims)
+	// MED of each route: BIRD sends MED to an eBGP peer only when the export filter sets it.
+	med := map[netip.Prefix]uint32{}
+	for _, r := range st.Routes {
+		if r.MED != nil {
+			med[r.Prefix] = *r.MED
+		}
+	}
+	for _, c := range claims {
+		// Only our own static routes, and only the prefixes the plan gives this claim: the route-leak guard.
+		fmt.Fprintf(&filters, "filter %s {\n", filterName(c))
+		for _, family := range []string{"4", "6"} {
+			var list []string
+			var meds strings.Builder
+			for _, p := range st.Exports[c] {
+				if p.Addr().Is4() != (family == "4") {
+					continue
+				}
+				list = append(list, p.String())
+				if v, ok := med[p]; ok {
+					fmt.Fprintf(&meds, "    if net = %s then bgp_med = %d;\n", p, v)
+				}
+			}
+			if len(list) > 0 {
+				fmt.Fprintf(&filters, "  if proto = \"anycast_routes%s\" && net ~ [ %s ] then {\n%s    accept;\n  }\n", family, strings.Join(list, ", "), meds.String())
+			}
+		}
+		filters.WriteString("  reject;\n}\n")
+	}
+	asnOf := map[string]uint32{}
+	for _, x := range st.Sessions {
+		asnOf[x.Claim] = x.LocalASN
+	}
+	for _, family := range []string{"ipv4", "ipv6"} {
+		suffix := map[string]string{"ipv4": "4", "ipv6": "6"}[family]
+		fmt.Fprintf(&routes, "protocol static anycast_routes%s {\n  %s;\n", suffix, family)
+		for _, r := range st.Routes {
+			if r.Prefix.Addr().Is4() != (family == "ipv4") {
+				continue
+			}
+			fmt.Fprintf(&routes, "  route %s blackhole {%s };\n", r.Prefix, attributes(r, asnOf))
+		}
+		routes.WriteString("}\n")
+	}
+	names := map[string]string{}
+	for i, x := range st.Sessions {
+		name := fmt.Sprintf("anycast_%s_%d", sanitize(x.Claim), i)
+		names[name] = x.Key()
+		family := "ipv4"
+		if x.PeerAddress.Is6() {
+			family = "ipv6"
+		}
+		fmt.Fprintf(&peers, "protocol bgp %s {\n", name)
+		local := "  local"
+		if x.LocalAddress.IsValid() {
+			local += " " + x.LocalAddress.String()
+		}
+		fmt.Fprintf(&peers, "%s as %d;\n", local, x.LocalASN)
+		port := x.Port
+		if port == 0 {
+			port = 179
+		}
+		fmt.Fprintf(&peers, "  neighbor %s port %d as %d;\n", x.PeerAddress, port, x.PeerASN)
+		if x.Password != "" {
+			fmt.Fprintf(&peers, "  password \"%s\";\n", strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(x.Password))
+		}
+		fmt.Fprintf(&peers, "  hold time %d; keepalive time %d; connect retry time %d;\n",
+			int(x.HoldTime.Seconds()), int(x.KeepaliveTime.Seconds()), max(int(x.ConnectRetry.Seconds()), 1))
+		if x.EBGPMultihop > 0 {
+			fmt.Fprintf(&peers, "  multihop %d;\n", x.EBGPMultihop)
+		}
+		if x.GracefulRestart > 0 {
+			fmt.Fprintf(&peers, "  graceful restart on; graceful restart time %d;\n", int(x.GracefulRestart.Seconds()))
+		}
+		exportFilter := "none"
+		if _, ok := st.Exports[x.Claim]; ok {
+			exportFilter = "filter " + filterName(x.Claim)
+		}
+		fmt.Fprintf(&peers, "  %s { import none; export %s; };\n}\n", family, exportFilter)
+	}
+	return map[string][]byte{"filters.conf": filters.Bytes(), "routes.conf": routes.Bytes(), "peers.conf": peers.Bytes()}, names
+}
+
+// attributes renders a route's BGP attributes as BIRD filter commands.
+func attributes(r speaker.Route, asnOf map[string]uint32) string {
+	var b strings.Builder // MED is set by the export filter (see render)
+	if r.LocalPref != nil {
+		fmt.Fprintf(&b, " bgp_local_pref = %d;", *r.LocalPref)
+	}
+	for _, c := range r.Communities {
+		fmt.Fprintf(&b, " bgp_community.add((%d,%d));", c>>16, c&0xFFFF)
+	}
+	for _, c := range r.LargeCommunities {
+		fmt.Fprintf(&b, " bgp_large_community.add((%d,%d,%d));", c[0], c[1], c[2])
+	}
+	if len(r.Claims) > 0 {
+		for range r.Prepend {
+			fmt.Fprintf(&b, " bgp_path.prepend(%d);", asnOf[r.Claims[0]])
+		}
+	}
+	return b.String()
+}
+
+func filterName(claim string) string { return "anycast_export_" + sanitize(claim) }
+
+// sanitize makes a claim name (lower-case letters, digits, '-', '.') a BIRD symbol.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '-' || r == '.' {
+			return '_'
+		}
+		return r
+	}, s)
+}

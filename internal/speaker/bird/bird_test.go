@@ -1,0 +1,139 @@
+package bird
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/internal/speaker"
+	"github.com/anycast-operator/anycast-operator/internal/speaker/bgptest"
+)
+
+var (
+	node   = netip.MustParseAddr("127.0.0.2")
+	router = netip.MustParseAddr("127.0.0.1")
+	dns    = netip.MustParsePrefix("198.51.100.0/24")
+	web    = netip.MustParsePrefix("203.0.113.0/24")
+)
+
+// startBIRD runs a real bird (Debian's bird2) with a bird.conf that includes the speaker's three files, as a user
+// would configure it.
+func startBIRD(t testing.TB) *Speaker {
+	t.Helper()
+	bin, err := exec.LookPath("bird")
+	if err != nil {
+		t.Fatalf("bird is not installed (Debian package bird2; .ci/run installs it): %v", err)
+	}
+	dir := t.TempDir()
+	s := &Speaker{Dir: filepath.Join(dir, "anycast"), Socket: filepath.Join(dir, "bird.ctl"), Log: logr.Discard()}
+	if err := s.write(map[string][]byte{}); err != nil {
+		t.Fatal(err)
+	}
+	conf := "router id " + node.String() + ";\nprotocol device {}\n"
+	for _, f := range Files {
+		conf += `include "` + filepath.Join(s.Dir, f) + "\";\n"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bird.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-f", "-c", filepath.Join(dir, "bird.conf"), "-s", s.Socket, "-P", filepath.Join(dir, "bird.pid"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	err = wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := s.birdc(ctx, "show", "status")
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("bird did not start: %s", stderr.String())
+	}
+	return s
+}
+
+func TestBIRDAgainstARouter(t *testing.T) {
+	r := bgptest.Start(t, router, 65001, map[netip.Addr]uint32{node: 64512})
+	s := startBIRD(t)
+	ctx := context.Background()
+	// Multihop: BIRD derives a directly connected eBGP session's next hop from an interface address, and 127.0.0.2
+	// is on no interface here (on a node, the local address is).
+	session := speaker.Session{Claim: "transit-a", PeerAddress: router, PeerASN: 65001, LocalASN: 64512, Port: uint16(r.Port), LocalAddress: node,
+		HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second, ConnectRetry: time.Second, EBGPMultihop: 2}
+	attrs := &anycastv1.BGPAttributes{Communities: []anycastv1.Community{"64512:100", "no-export"}, LargeCommunities: []anycastv1.LargeCommunity{"64512:1:2"},
+		MED: ptr.To[int64](10), ASPathPrepend: ptr.To[int32](1)}
+	route := func(p netip.Prefix, deprefer bool) speaker.Route {
+		x, err := speaker.RouteFor(p, []string{"transit-a"}, attrs, deprefer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	// web is announced but outside transit-a's exports: the filter holds it back.
+	exports := map[string][]netip.Prefix{"transit-a": {dns}}
+	apply := func(routes ...speaker.Route) {
+		t.Helper()
+		if err := s.Apply(ctx, speaker.State{Sessions: []speaker.Session{session}, Exports: exports, Routes: routes}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(route(dns, false), route(web, false))
+	got := r.WaitFor(t, dns, "dns announced", func(p []bgptest.Path) bool { return len(p) == 1 })[0]
+	if got.NextHop != "127.0.0.2" || !slices.Equal(got.ASPath, []uint32{64512, 64512}) || !slices.Equal(got.Communities, []uint32{64512<<16 | 100, 0xFFFFFF01}) ||
+		!slices.Equal(got.LargeCommunities, []string{"64512:1:2"}) || got.MED == nil || *got.MED != 10 {
+		t.Errorf("router received %s", got)
+	}
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		st, err := s.Sessions(ctx)
+		return err == nil && len(st) == 1 && st[0].State == anycastv1.SessionEstablished, nil
+	})
+	if err != nil {
+		st, err := s.Sessions(ctx)
+		t.Errorf("session not reported Established: %+v %v", st, err)
+	}
+	if p := r.Paths(web); len(p) != 0 {
+		t.Errorf("web leaked past the export filter: %s", p[0])
+	}
+
+	apply(route(dns, true))
+	r.WaitFor(t, dns, "dns deprefered", func(p []bgptest.Path) bool {
+		return len(p) == 1 && len(p[0].ASPath) == 5 && p[0].MED != nil && *p[0].MED == 1010 && slices.Contains(p[0].Communities, speaker.GracefulShutdown)
+	})
+	apply()
+	r.WaitFor(t, dns, "dns withdrawn", func(p []bgptest.Path) bool { return len(p) == 0 })
+	apply(route(dns, false))
+	r.WaitFor(t, dns, "dns announced again", func(p []bgptest.Path) bool { return len(p) == 1 })
+
+	// A configuration BIRD refuses (a link-local neighbor without an interface): an error, and the last good
+	// configuration stays in force, files included.
+	bad := session
+	bad.Claim, bad.PeerAddress = "transit-b", netip.MustParseAddr("fe80::1")
+	err = s.Apply(ctx, speaker.State{Sessions: []speaker.Session{session, bad}, Exports: exports, Routes: []speaker.Route{route(dns, false)}})
+	if err == nil || !strings.Contains(err.Error(), "BIRD refused") {
+		t.Fatalf("Apply of a refused configuration returned %v", err)
+	}
+	peers, _ := os.ReadFile(filepath.Join(s.Dir, "peers.conf"))
+	if strings.Contains(string(peers), "fe80::1") {
+		t.Errorf("the refused configuration was left in place:\n%s", peers)
+	}
+	if p := r.Paths(dns); len(p) != 1 {
+		t.Errorf("dns lost after a refused reload")
+	}
+
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r.WaitFor(t, dns, "dns withdrawn on Close", func(p []bgptest.Path) bool { return len(p) == 0 })
+}
