@@ -78,11 +78,15 @@ func startManager(t testing.TB, env *testenv.Env) {
 }
 
 func startAgent(t testing.TB, env *testenv.Env, node string, addr netip.Addr, log logr.Logger) {
+	startAgentWith(t, env, node, addr, embedded.New(addr, log), log)
+}
+
+func startAgentWith(t testing.TB, env *testenv.Env, node string, addr netip.Addr, sp speaker.Speaker, log logr.Logger) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	cfg := agent.Config{NodeName: node, Namespace: namespace, LocalAddress: addr, Version: "e2e", SessionPoll: 100 * time.Millisecond}
 	go func() {
-		if err := agent.RunOnNode(ctx, env.Config, env.Scheme, cfg, embedded.New(addr, log), clock.RealClock{}, log.WithValues("node", node)); err != nil {
+		if err := agent.RunOnNode(ctx, env.Config, env.Scheme, cfg, sp, clock.RealClock{}, log.WithValues("node", node)); err != nil {
 			t.Errorf("agent %s: %v", node, err)
 		}
 		close(done)

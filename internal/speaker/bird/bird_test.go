@@ -1,23 +1,22 @@
-package bird
+package bird_test
 
 import (
 	"context"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/speaker"
 	"github.com/anycast-operator/anycast-operator/internal/speaker/bgptest"
+	"github.com/anycast-operator/anycast-operator/internal/speaker/bird/birdtest"
 )
 
 var (
@@ -27,46 +26,9 @@ var (
 	web    = netip.MustParsePrefix("203.0.113.0/24")
 )
 
-// startBIRD runs a real bird (Debian's bird2) with a bird.conf that includes the speaker's three files, as a user
-// would configure it.
-func startBIRD(t testing.TB) *Speaker {
-	t.Helper()
-	bin, err := exec.LookPath("bird")
-	if err != nil {
-		t.Fatalf("bird is not installed (Debian package bird2; .ci/run installs it): %v", err)
-	}
-	dir := t.TempDir()
-	s := &Speaker{Dir: filepath.Join(dir, "anycast"), Socket: filepath.Join(dir, "bird.ctl"), Log: logr.Discard()}
-	if err := s.write(map[string][]byte{}); err != nil {
-		t.Fatal(err)
-	}
-	conf := "router id " + node.String() + ";\nprotocol device {}\n"
-	for _, f := range Files {
-		conf += `include "` + filepath.Join(s.Dir, f) + "\";\n"
-	}
-	if err := os.WriteFile(filepath.Join(dir, "bird.conf"), []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-f", "-c", filepath.Join(dir, "bird.conf"), "-s", s.Socket, "-P", filepath.Join(dir, "bird.pid"))
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	err = wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		_, err := s.birdc(ctx, "show", "status")
-		return err == nil, nil
-	})
-	if err != nil {
-		t.Fatalf("bird did not start: %s", stderr.String())
-	}
-	return s
-}
-
 func TestBIRDAgainstARouter(t *testing.T) {
 	r := bgptest.Start(t, router, 65001, map[netip.Addr]uint32{node: 64512})
-	s := startBIRD(t)
+	s := birdtest.Start(t, node)
 	ctx := context.Background()
 	// Multihop: BIRD derives a directly connected eBGP session's next hop from an interface address, and 127.0.0.2
 	// is on no interface here (on a node, the local address is).
