@@ -58,15 +58,14 @@ func (s *Speaker) Apply(ctx context.Context, st speaker.State) error {
 		return nil
 	}
 	previous := s.applied
-	if err := s.write(files); err != nil {
+	if previous == nil {
+		previous = map[string][]byte{} // unknown: BIRD started with empty files or ours from an earlier run
+	}
+	if err := s.write(files, s.applied); err != nil {
 		return err
 	}
 	if err := s.configure(ctx); err != nil {
-		if previous != nil {
-			_ = s.write(previous)
-		} else {
-			_ = s.write(map[string][]byte{"filters.conf": nil, "routes.conf": nil, "peers.conf": nil})
-		}
+		_ = s.write(previous, files)
 		return fmt.Errorf("BIRD refused the new configuration (the last good one stays): %w", err)
 	}
 	s.applied, s.names = files, names
@@ -86,12 +85,16 @@ func equalFiles(a, b map[string][]byte) bool {
 	return true
 }
 
-// write replaces the include files atomically: each is written beside its final name and renamed over it.
-func (s *Speaker) write(files map[string][]byte) error {
+// write replaces the include files that differ from current (nil: all of them) atomically: each is written beside
+// its final name and renamed over it.
+func (s *Speaker) write(files, current map[string][]byte) error {
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return err
 	}
 	for _, f := range Files {
+		if current != nil && bytes.Equal(files[f], current[f]) {
+			continue
+		}
 		tmp, err := os.CreateTemp(s.Dir, "."+f+".*")
 		if err != nil {
 			return err
@@ -196,7 +199,7 @@ func (s *Speaker) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	empty := map[string][]byte{}
-	if err := s.write(empty); err != nil {
+	if err := s.write(empty, nil); err != nil {
 		return err
 	}
 	s.applied = empty
