@@ -67,6 +67,7 @@ test: verify-gen lint envtest-assets ## All tests, including those against a rea
 bench: envtest-assets ## Benchmarks; figures go to docs/performance.md.
 	go test ./internal/plan/ -run '^$$' -bench . -benchmem -count=5
 	go test ./internal/speaker/embedded/ -run '^$$' -bench DecisionToRouter -benchtime=2000x -count=3
+	go test ./internal/speaker/bird/ -run '^$$' -bench DecisionToRouter -benchtime=300x -count=2
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/e2e/ -run '^$$' -bench ServiceDeath -benchtime=20x -timeout 10m
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/bench/ -run '^$$' -bench ColdConvergence -benchtime=3x -timeout 30m
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/bench/ -run '^$$' -bench AgentFootprint -benchtime=1x -timeout 10m
