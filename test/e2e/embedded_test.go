@@ -105,22 +105,8 @@ func announcedBy(paths []bgptest.Path, nextHops ...string) bool {
 }
 
 func TestEmbeddedAnnounceWithdrawDeprefer(t *testing.T) {
-	env, err := testenv.Start(testenv.WithAPIServerStopTimeout(time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	apiServerStopped := false
-	t.Cleanup(func() {
-		if !apiServerStopped {
-			_ = env.Stop()
-		} else {
-			_ = env.ControlPlane.Etcd.Stop()
-		}
-	})
-	k8s, err := client.New(env.Config, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The last scenario kills the API server: stopping it must not wait long.
+	env, k8s := startCluster(t, testenv.WithAPIServerStopTimeout(time.Second))
 	ctx := context.Background()
 	nodes := map[string]netip.Addr{"edge-1": netip.MustParseAddr("127.0.0.2"), "edge-2": netip.MustParseAddr("127.0.0.4")}
 	router := bgptest.Start(t, routerAddr, 65001, map[netip.Addr]uint32{nodes["edge-1"]: 64512, nodes["edge-2"]: 64512})
@@ -129,21 +115,18 @@ func TestEmbeddedAnnounceWithdrawDeprefer(t *testing.T) {
 	// In a cluster every node probes its own service at the same URL (127.0.0.1:port). Here the two "nodes" share
 	// one machine, so each has its own service port, hence its own policy and its own AnycastPrefix (selected by a
 	// node label) over the one claim.
+	// In a cluster every node probes its own service at the same URL (127.0.0.1:port). Here the two "nodes" share
+	// one machine, so each has its own service port, hence its own policy and its own AnycastPrefix (selected by a
+	// node label) over the one claim.
 	claim := &anycastv1.BGPSessionClaim{ObjectMeta: metav1.ObjectMeta{Name: "edge"}}
 	claim.Spec.LocalASN = 64512
 	claim.Spec.Static = &anycastv1.StaticSessions{Peers: []anycastv1.BGPPeer{{Address: anycastv1.IPAddress(routerAddr.String()), ASN: 65001, Port: ptr.To(int32(router.Port))}}}
 	claim.Spec.Timers = &anycastv1.BGPTimers{HoldTime: &metav1.Duration{Duration: 9 * time.Second}, KeepaliveTime: &metav1.Duration{Duration: 3 * time.Second},
 		ConnectRetry: &metav1.Duration{Duration: time.Second}}
-	objs := []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, claim}
+	objs := []client.Object{edgeClaim(router)}
 	for node := range nodes {
-		objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{"anycast.dev/node": node}}})
-		hp := &anycastv1.HealthPolicy{ObjectMeta: metav1.ObjectMeta{Name: "web-" + node}}
-		hp.Spec.Checks = []anycastv1.HealthCheck{{Name: "web", HTTP: &anycastv1.HTTPCheck{URL: services[node].URL + "/healthz"}}}
-		hp.Spec.Interval = &metav1.Duration{Duration: 100 * time.Millisecond}
-		hp.Spec.Timeout = &metav1.Duration{Duration: 80 * time.Millisecond}
-		hp.Spec.RiseThreshold, hp.Spec.FallThreshold = ptr.To[int32](1), ptr.To[int32](2)
-		hp.Spec.Dampening = &anycastv1.Dampening{WithdrawDelay: &metav1.Duration{}, ReannounceDelay: &metav1.Duration{}, MinAnnounceDuration: &metav1.Duration{}}
-		objs = append(objs, hp)
+		objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{"anycast.dev/node": node}}},
+			fastPolicy("web-"+node, services[node].URL+"/healthz", 2))
 	}
 	for i, node := range []string{"edge-1", "edge-2"} {
 		ap := &anycastv1.AnycastPrefix{ObjectMeta: metav1.ObjectMeta{Name: "dns-" + node}}
@@ -154,11 +137,7 @@ func TestEmbeddedAnnounceWithdrawDeprefer(t *testing.T) {
 		ap.Spec.Attributes = &anycastv1.BGPAttributes{Communities: []anycastv1.Community{"64512:100"}, MED: ptr.To[int64](10)}
 		objs = append(objs, ap)
 	}
-	for _, o := range objs {
-		if err := k8s.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
+	create(t, k8s, objs...)
 	startManager(t, env)
 	log := testr.NewWithOptions(t, testr.Options{Verbosity: 0})
 	for node, addr := range nodes {
@@ -202,7 +181,6 @@ func TestEmbeddedAnnounceWithdrawDeprefer(t *testing.T) {
 	if err := env.ControlPlane.APIServer.Stop(); err != nil && !strings.Contains(err.Error(), "timeout waiting for process") {
 		t.Fatal(err)
 	}
-	apiServerStopped = true
 	if err := k8s.Get(ctx, client.ObjectKey{Name: "edge-1"}, &corev1.Node{}); err == nil {
 		t.Fatal("the API server still answers")
 	}

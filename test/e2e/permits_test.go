@@ -18,21 +18,12 @@ import (
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/speaker/bgptest"
-	"github.com/anycast-operator/anycast-operator/internal/testenv"
 )
 
 // TestMaxWithdrawnHoldsAtTheRouter: ten nodes, maxWithdrawn 30%, every node's check failing: exactly three paths
 // disappear at the router, seven stay, and the prefix reports the nodes held back.
 func TestMaxWithdrawnHoldsAtTheRouter(t *testing.T) {
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	k8s, err := client.New(env.Config, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, k8s := startCluster(t)
 	ctx := context.Background()
 	const n = 10
 	nodes := map[string]netip.Addr{}
@@ -45,30 +36,11 @@ func TestMaxWithdrawnHoldsAtTheRouter(t *testing.T) {
 	router := bgptest.Start(t, routerAddr, 65001, neighbors)
 	svc := newService(t) // one service behind every node's check: failing it fails every node
 
-	claim := &anycastv1.BGPSessionClaim{ObjectMeta: metav1.ObjectMeta{Name: "edge"}}
-	claim.Spec.LocalASN = 64512
-	claim.Spec.Static = &anycastv1.StaticSessions{Peers: []anycastv1.BGPPeer{{Address: anycastv1.IPAddress(routerAddr.String()), ASN: 65001, Port: ptr.To(int32(router.Port))}}}
-	claim.Spec.Timers = &anycastv1.BGPTimers{HoldTime: &metav1.Duration{Duration: 9 * time.Second}, KeepaliveTime: &metav1.Duration{Duration: 3 * time.Second},
-		ConnectRetry: &metav1.Duration{Duration: time.Second}}
-	hp := &anycastv1.HealthPolicy{ObjectMeta: metav1.ObjectMeta{Name: "web"}}
-	hp.Spec.Checks = []anycastv1.HealthCheck{{Name: "web", HTTP: &anycastv1.HTTPCheck{URL: svc.URL + "/healthz"}}}
-	hp.Spec.Interval = &metav1.Duration{Duration: 100 * time.Millisecond}
-	hp.Spec.Timeout = &metav1.Duration{Duration: 80 * time.Millisecond}
-	hp.Spec.RiseThreshold, hp.Spec.FallThreshold = ptr.To[int32](1), ptr.To[int32](2)
-	hp.Spec.Dampening = &anycastv1.Dampening{WithdrawDelay: &metav1.Duration{}, ReannounceDelay: &metav1.Duration{}, MinAnnounceDuration: &metav1.Duration{}}
-	ap := &anycastv1.AnycastPrefix{ObjectMeta: metav1.ObjectMeta{Name: "dns"}}
-	ap.Spec.Prefixes = []anycastv1.CIDR{"198.51.100.0/24"}
-	ap.Spec.SessionClaims = []anycastv1.LocalObjectName{"edge"}
-	ap.Spec.HealthPolicyRef = &anycastv1.ObjectReference{Name: "web"}
+	ap := dnsPrefix("web")
 	ap.Spec.Safety = &anycastv1.PrefixSafety{MaxWithdrawn: ptr.To(intstr.FromString("30%"))}
-	objs := []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, claim, hp, ap}
+	create(t, k8s, edgeClaim(router), fastPolicy("web", svc.URL+"/healthz", 2), ap)
 	for node := range nodes {
-		objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}})
-	}
-	for _, o := range objs {
-		if err := k8s.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
+		create(t, k8s, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}})
 	}
 	startManager(t, env)
 	log := testr.NewWithOptions(t, testr.Options{Verbosity: -1})

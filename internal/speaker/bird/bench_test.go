@@ -30,25 +30,12 @@ func BenchmarkDecisionToRouter(b *testing.B) {
 		b.Fatal(err)
 	}
 	r.WaitFor(b, dns, "announced", func(p []bgptest.Path) bool { return len(p) == 1 })
-	changes := r.Changes(b)
-	measure := func(st speaker.State, withdrawn bool) time.Duration {
-		start := time.Now()
-		if err := s.Apply(ctx, st); err != nil {
-			b.Fatal(err)
+	withdraw, announce := r.MeasureToggles(b, dns.String(), func(on bool) error {
+		if on {
+			return s.Apply(ctx, with)
 		}
-		for c := range changes {
-			if c.Prefix == dns.String() && c.Withdrawn == withdrawn {
-				return c.At.Sub(start)
-			}
-		}
-		b.Fatal("the router's event stream ended")
-		return 0
-	}
-	var withdraw, announce bgptest.Latencies
-	for b.Loop() {
-		withdraw = append(withdraw, measure(without, true))
-		announce = append(announce, measure(with, false))
-	}
+		return s.Apply(ctx, without)
+	})
 	withdraw.Report(b, "withdraw")
 	announce.Report(b, "announce")
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/go-logr/logr"
 
@@ -33,25 +32,12 @@ func BenchmarkDecisionToRouter(b *testing.B) {
 	waitEstablished(b, s, 1)
 	router.WaitFor(b, dns, "announced", func(p []bgptest.Path) bool { return len(p) == 1 })
 
-	changes := router.Changes(b)
-	var withdraw, announce bgptest.Latencies
-	measure := func(st speaker.State, withdrawn bool) time.Duration {
-		start := time.Now()
-		if err := s.Apply(ctx, st); err != nil {
-			b.Fatal(err)
+	withdraw, announce := router.MeasureToggles(b, dns.String(), func(on bool) error {
+		if on {
+			return s.Apply(ctx, with)
 		}
-		for c := range changes {
-			if c.Prefix == dns.String() && c.Withdrawn == withdrawn {
-				return c.At.Sub(start)
-			}
-		}
-		b.Fatal("the router's event stream ended")
-		return 0
-	}
-	for b.Loop() {
-		withdraw = append(withdraw, measure(without, true))
-		announce = append(announce, measure(with, false))
-	}
+		return s.Apply(ctx, without)
+	})
 	withdraw.Report(b, "withdraw")
 	announce.Report(b, "announce")
 }
