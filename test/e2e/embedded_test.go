@@ -109,21 +109,17 @@ func TestEmbeddedAnnounceWithdrawDeprefer(t *testing.T) {
 	env, k8s := startCluster(t, testenv.WithAPIServerStopTimeout(time.Second))
 	ctx := context.Background()
 	nodes := map[string]netip.Addr{"edge-1": netip.MustParseAddr("127.0.0.2"), "edge-2": netip.MustParseAddr("127.0.0.4")}
-	router := bgptest.Start(t, routerAddr, 65001, map[netip.Addr]uint32{nodes["edge-1"]: 64512, nodes["edge-2"]: 64512})
+	// The router requires TCP MD5; the password exists only in a Secret of the operator's namespace.
+	const password = "md5-s3cret-never-copied"
+	router := bgptest.StartWithPassword(t, routerAddr, 65001, map[netip.Addr]uint32{nodes["edge-1"]: 64512, nodes["edge-2"]: 64512}, password)
 	services := map[string]*service{"edge-1": newService(t), "edge-2": newService(t)}
 
 	// In a cluster every node probes its own service at the same URL (127.0.0.1:port). Here the two "nodes" share
 	// one machine, so each has its own service port, hence its own policy and its own AnycastPrefix (selected by a
 	// node label) over the one claim.
-	// In a cluster every node probes its own service at the same URL (127.0.0.1:port). Here the two "nodes" share
-	// one machine, so each has its own service port, hence its own policy and its own AnycastPrefix (selected by a
-	// node label) over the one claim.
-	claim := &anycastv1.BGPSessionClaim{ObjectMeta: metav1.ObjectMeta{Name: "edge"}}
-	claim.Spec.LocalASN = 64512
-	claim.Spec.Static = &anycastv1.StaticSessions{Peers: []anycastv1.BGPPeer{{Address: anycastv1.IPAddress(routerAddr.String()), ASN: 65001, Port: ptr.To(int32(router.Port))}}}
-	claim.Spec.Timers = &anycastv1.BGPTimers{HoldTime: &metav1.Duration{Duration: 9 * time.Second}, KeepaliveTime: &metav1.Duration{Duration: 3 * time.Second},
-		ConnectRetry: &metav1.Duration{Duration: time.Second}}
-	objs := []client.Object{edgeClaim(router)}
+	claim := edgeClaim(router)
+	claim.Spec.Static.Peers[0].PasswordSecretRef = &anycastv1.SecretKeyRef{Name: "bgp-md5", Key: "password"}
+	objs := []client.Object{claim, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "bgp-md5", Namespace: namespace}, StringData: map[string]string{"password": password}}}
 	for node := range nodes {
 		objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{"anycast.dev/node": node}}},
 			fastPolicy("web-"+node, services[node].URL+"/healthz", 2))
@@ -152,6 +148,13 @@ func TestEmbeddedAnnounceWithdrawDeprefer(t *testing.T) {
 	}
 	router.WaitFor(t, p2, "edge-2 announces", func(p []bgptest.Path) bool { return announcedBy(p, "127.0.0.4") })
 	waitPrefixReady(t, k8s, "dns-edge-1", "1/1")
+	var na anycastv1.NodeAnnouncement
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "edge-1"}, &na); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(fmt.Sprintf("%+v", na), password) {
+		t.Errorf("the MD5 password was copied into the NodeAnnouncement")
+	}
 
 	// The service fails: the path disappears; it recovers: the path returns.
 	services["edge-1"].healthy.Store(false)

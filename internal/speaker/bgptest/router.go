@@ -40,6 +40,11 @@ func FreePort(t testing.TB, addr netip.Addr) int {
 
 // Start starts a router on addr (a loopback address) that waits for the neighbors to connect (passive).
 func Start(t testing.TB, addr netip.Addr, asn uint32, neighbors map[netip.Addr]uint32) *Router {
+	return StartWithPassword(t, addr, asn, neighbors, "")
+}
+
+// StartWithPassword is Start with a TCP MD5 password (RFC 2385) on every session.
+func StartWithPassword(t testing.TB, addr netip.Addr, asn uint32, neighbors map[netip.Addr]uint32, password string) *Router {
 	t.Helper()
 	level := new(slog.LevelVar)
 	level.Set(slog.LevelError)
@@ -54,7 +59,7 @@ func Start(t testing.TB, addr netip.Addr, asn uint32, neighbors map[netip.Addr]u
 	}
 	for n, peerASN := range neighbors {
 		if err := r.bgp.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
-			Conf:      &api.PeerConf{NeighborAddress: n.String(), PeerAsn: peerASN},
+			Conf:      &api.PeerConf{NeighborAddress: n.String(), PeerAsn: peerASN, AuthPassword: password},
 			Transport: &api.Transport{PassiveMode: true, LocalAddress: addr.String()},
 		}}); err != nil {
 			t.Fatal(err)
