@@ -12,7 +12,10 @@ import (
 func BenchmarkHTTPProbeOnce(b *testing.B) {
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer srv.Close()
-	p := newHTTP(&anycastv1.HTTPCheck{URL: srv.URL + "/healthz"})
+	p, err := newHTTP(&anycastv1.HTTPCheck{URL: srv.URL + "/healthz"})
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := p.Probe(context.Background()); err != nil {

@@ -218,3 +218,40 @@ func TestRunnerBoundsConcurrency(t *testing.T) {
 		}
 	}
 }
+
+func TestHTTPProbeRefusesHeaderInjection(t *testing.T) {
+	c := anycastv1.HealthCheck{Name: "web", HTTP: &anycastv1.HTTPCheck{URL: "http://127.0.0.1:1/", Headers: []anycastv1.HTTPHeader{{Name: "X-A", Value: "1\r\nX-Injected: 2"}}}}
+	if _, err := New(c, nil); err == nil || !strings.Contains(err.Error(), "line breaks are not allowed") {
+		t.Errorf("New = %v, want a refusal", err)
+	}
+}
+
+func TestHTTPProbeDefaultPortAndHTTP10(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan string, 1)
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		buf := make([]byte, 1024)
+		n, _ := conn.Read(buf)
+		got <- string(buf[:n])
+		_, _ = conn.Write([]byte("HTTP/1.0 200 OK\r\n\r\n"))
+	}()
+	c := anycastv1.HealthCheck{Name: "web", HTTP: &anycastv1.HTTPCheck{URL: "http://" + l.Addr().String() + "/ready?full=1"}}
+	expect(t, "an HTTP/1.0 server", run(t, c, time.Second), "")
+	req := <-got
+	if !strings.HasPrefix(req, "GET /ready?full=1 HTTP/1.1\r\nHost: "+l.Addr().String()+"\r\n") || !strings.Contains(req, "Connection: close\r\n") {
+		t.Errorf("request sent:\n%s", req)
+	}
+	p, err := newHTTP(&anycastv1.HTTPCheck{URL: "https://dns.example/healthz"})
+	if err != nil || p.address != "dns.example:443" || p.tls == nil || p.tls.ServerName != "dns.example" {
+		t.Errorf("https default port: %+v, %v", p, err)
+	}
+}
