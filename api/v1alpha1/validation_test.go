@@ -215,7 +215,8 @@ func TestInstallManifestsAreAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"clusterrole.rbac.authorization.k8s.io/anycast-manager", "role.rbac.authorization.k8s.io/anycast-manager", "deployment.apps/anycast-manager"} {
+	for _, want := range []string{"clusterrole.rbac.authorization.k8s.io/anycast-manager", "role.rbac.authorization.k8s.io/anycast-manager", "deployment.apps/anycast-manager",
+		"clusterrole.rbac.authorization.k8s.io/anycast-agent", "role.rbac.authorization.k8s.io/anycast-agent", "daemonset.apps/anycast-agent"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kubectl apply -k config/default did not apply %s:\n%s", want, out)
 		}
