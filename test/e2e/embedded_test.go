@@ -41,16 +41,18 @@ const namespace = "anycast-system"
 
 var routerAddr = netip.MustParseAddr("127.0.0.1")
 
-// service is a local HTTP service whose health the test sets.
+// service is a local HTTP service whose health the test sets; it counts the probes it answers.
 type service struct {
 	*httptest.Server
 	healthy atomic.Bool
+	probes  atomic.Int64
 }
 
 func newService(t testing.TB) *service {
 	s := &service{}
 	s.healthy.Store(true)
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		s.probes.Add(1)
 		if !s.healthy.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}

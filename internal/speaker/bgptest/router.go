@@ -52,8 +52,12 @@ func StartWithPassword(t testing.TB, addr netip.Addr, asn uint32, neighbors map[
 		bgp: server.NewBgpServer(server.LoggerOption(slog.New(slog.DiscardHandler), level))}
 	go r.bgp.Serve()
 	ctx := context.Background()
+	routerID := addr.String()
+	if addr.Is6() {
+		routerID = "127.255.255.254" // a router ID is an IPv4-shaped identifier, whatever the session's family
+	}
 	if err := r.bgp.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
-		Asn: asn, RouterId: addr.String(), ListenPort: int32(r.Port), ListenAddresses: []string{addr.String()},
+		Asn: asn, RouterId: routerID, ListenPort: int32(r.Port), ListenAddresses: []string{addr.String()},
 	}}); err != nil {
 		t.Fatal(err)
 	}
