@@ -2,6 +2,9 @@ package health
 
 import (
 	"context"
+	"errors"
+	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -52,7 +55,7 @@ func (r *Runner) Run(ctx context.Context, p Named) Result {
 	err := p.Probe.Probe(ctx)
 	res := Result{Passed: err == nil, At: start, Latency: r.clock.Since(start)}
 	if err != nil {
-		if ctx.Err() == context.DeadlineExceeded {
+		if timedOut(ctx, err) {
 			res.Err = "timed out after " + p.Timeout.String() + ": " + err.Error()
 		} else {
 			res.Err = err.Error()
@@ -62,6 +65,14 @@ func (r *Runner) Run(ctx context.Context, p Named) Result {
 		}
 	}
 	return res
+}
+
+// timedOut reports whether a probe failed because its time ran out: the context's deadline passed, or a socket
+// deadline set from it fired first (the two race by a hair).
+func timedOut(ctx context.Context, err error) bool {
+	var netErr net.Error
+	return errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		(errors.As(err, &netErr) && netErr.Timeout())
 }
 
 // RunAll runs probes concurrently (within the runner's bound) and returns their results in order.
