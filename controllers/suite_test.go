@@ -13,7 +13,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -27,10 +26,10 @@ import (
 const operatorNamespace = "anycast-system"
 
 var (
-	env     *testenv.Env
-	k8s     client.Client // direct, uncached: what the tests see
-	planner *PlannerReconciler
-	writes  writeCounter
+	env      *testenv.Env
+	k8s      client.Client // direct, uncached: what the tests see
+	planner  *PlannerReconciler
+	mgrCache cache.Cache // the running manager's cache, for reconcilers the tests drive themselves
 )
 
 // writeCounter counts the manager's requests that change an object on the API server. Events are left out: they
@@ -76,9 +75,7 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 
-	cfg := rest.CopyConfig(env.Config)
-	cfg.Wrap(writes.wrap)
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:  env.Scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
@@ -99,6 +96,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	mgrCache = mgr.GetCache()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- mgr.Start(ctx) }()
