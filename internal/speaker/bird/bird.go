@@ -38,7 +38,10 @@ type Speaker struct {
 	Socket string
 	// Birdc is the birdc binary.
 	Birdc string
-	Log   logr.Logger
+	// ListenPort is where BIRD listens for the sessions' incoming connections; 0: 179. (Two BIRDs on one host, as
+	// in tests, need different ports.)
+	ListenPort uint16
+	Log        logr.Logger
 
 	mu      sync.Mutex
 	applied map[string][]byte // file → content BIRD accepted last
@@ -53,7 +56,7 @@ var _ speaker.Speaker = (*Speaker)(nil)
 func (s *Speaker) Apply(ctx context.Context, st speaker.State) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	files, names := render(st)
+	files, names := render(st, s.ListenPort)
 	if s.applied != nil && equalFiles(s.applied, files) {
 		return nil
 	}
@@ -207,7 +210,7 @@ func (s *Speaker) Close() error {
 }
 
 // render turns the state into the three files, and names each BGP protocol.
-func render(st speaker.State) (map[string][]byte, map[string]string) {
+func render(st speaker.State, listenPort uint16) (map[string][]byte, map[string]string) {
 	var filters, routes, peers bytes.Buffer
 	claims := make([]string, 0, len(st.Exports))
 	for c := range st.Exports {
@@ -269,6 +272,9 @@ func render(st speaker.State) (map[string][]byte, map[string]string) {
 		local := "  local"
 		if x.LocalAddress.IsValid() {
 			local += " " + x.LocalAddress.String()
+		}
+		if listenPort != 0 {
+			local += fmt.Sprintf(" port %d", listenPort)
 		}
 		fmt.Fprintf(&peers, "%s as %d;\n", local, x.LocalASN)
 		port := x.Port

@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/anycast-operator/anycast-operator/internal/speaker/bgptest"
 	"github.com/anycast-operator/anycast-operator/internal/speaker/bird"
 )
 
@@ -26,7 +27,9 @@ func Start(t testing.TB, routerID netip.Addr) *bird.Speaker {
 		t.Fatalf("bird is not installed (Debian package bird2; .ci/run installs it): %v", err)
 	}
 	dir := t.TempDir()
-	s := &bird.Speaker{Dir: filepath.Join(dir, "anycast"), Socket: filepath.Join(dir, "bird.ctl"), Log: logr.Discard()}
+	// A port of its own: BIRD otherwise listens on 0.0.0.0:179, and a second BIRD (another test) could not.
+	s := &bird.Speaker{Dir: filepath.Join(dir, "anycast"), Socket: filepath.Join(dir, "bird.ctl"), Log: logr.Discard(),
+		ListenPort: uint16(bgptest.FreePort(t, routerID))}
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
