@@ -132,7 +132,6 @@ func (p *planner) reportNodes() {
 	slices.Sort(names)
 	reported := map[anycastv1.CIDR]anycastv1.PrefixState{}
 	perSource := map[string]anycastv1.PrefixState{}
-	planned := map[string]int{} // AnycastPrefix → nodes with an entry
 	for _, node := range names {
 		clear(reported)
 		clear(perSource)
@@ -152,7 +151,6 @@ func (p *planner) reportNodes() {
 		}
 		for source, state := range perSource {
 			r := p.out.Prefixes[source]
-			planned[source]++
 			switch state {
 			case anycastv1.PrefixWithdrawn:
 				r.Withdrawn = append(r.Withdrawn, node)
@@ -163,9 +161,9 @@ func (p *planner) reportNodes() {
 			}
 		}
 	}
-	for name, r := range p.out.Prefixes {
+	for _, r := range p.out.Prefixes {
 		slices.Sort(r.Eligible)
-		r.Unplanned = len(r.Eligible) - planned[name]
+		r.Unplanned = len(r.Eligible) - len(r.placed)
 	}
 	for name, info := range p.claims {
 		p.reportSessions(name, info)
