@@ -65,6 +65,7 @@ func StartWithPassword(t testing.TB, addr netip.Addr, asn uint32, neighbors map[
 		if err := r.bgp.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
 			Conf:      &api.PeerConf{NeighborAddress: n.String(), PeerAsn: peerASN, AuthPassword: password},
 			Transport: &api.Transport{PassiveMode: true, LocalAddress: addr.String()},
+			AfiSafis:  unicastFamilies(),
 		}}); err != nil {
 			t.Fatal(err)
 		}
@@ -74,6 +75,14 @@ func StartWithPassword(t testing.TB, addr netip.Addr, asn uint32, neighbors map[
 		r.bgp.Stop()
 	})
 	return r
+}
+
+func unicastFamilies() []*api.AfiSafi {
+	var out []*api.AfiSafi
+	for _, afi := range []api.Family_Afi{api.Family_AFI_IP, api.Family_AFI_IP6} {
+		out = append(out, &api.AfiSafi{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}, Enabled: true}})
+	}
+	return out
 }
 
 // Path is a route as the router received it.

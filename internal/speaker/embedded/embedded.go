@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/netip"
 	"reflect"
@@ -116,20 +117,23 @@ func (e *Speaker) applyExports(ctx context.Context, st speaker.State) error {
 		if len(prefixes[c]) == 0 {
 			continue
 		}
-		slices.Sort(prefixes[c])
 		slices.Sort(neighbors[c])
 		req.DefinedSets = append(req.DefinedSets,
-			&api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: "claim-" + c, List: neighbors[c]},
-			&api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: "claim-" + c, Prefixes: exactPrefixes(prefixes[c])},
-		)
-		policy.Statements = append(policy.Statements, &api.Statement{
-			Name: "claim-" + c,
-			Conditions: &api.Conditions{
-				NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: "claim-" + c},
-				PrefixSet:   &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: "claim-" + c},
-			},
-			Actions: &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
-		})
+			&api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: "claim-" + c, List: neighbors[c]})
+		// A GoBGP prefix set holds one address family: one set and one statement per family.
+		for family, list := range splitFamilies(prefixes[c]) {
+			name := "claim-" + c + "-" + family
+			req.DefinedSets = append(req.DefinedSets,
+				&api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: name, Prefixes: exactPrefixes(list)})
+			policy.Statements = append(policy.Statements, &api.Statement{
+				Name: name,
+				Conditions: &api.Conditions{
+					NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: "claim-" + c},
+					PrefixSet:   &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: name},
+				},
+				Actions: &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
+			})
+		}
 	}
 	assignment := &api.PolicyAssignment{Name: "global", Direction: api.PolicyDirection_POLICY_DIRECTION_EXPORT, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT}
 	if len(policy.Statements) > 0 {
@@ -153,6 +157,28 @@ func (e *Speaker) applyExports(ctx context.Context, st speaker.State) error {
 		_ = e.bgp.ResetPeer(ctx, &api.ResetPeerRequest{Address: s.PeerAddress.String(), Soft: true, Direction: api.ResetPeerRequest_DIRECTION_OUT})
 	}
 	return nil
+}
+
+// splitFamilies sorts prefixes into "v4" and "v6", in a fixed order (the policy's fingerprint depends on it).
+func splitFamilies(list []string) iter.Seq2[string, []string] {
+	byFamily := map[string][]string{}
+	for _, p := range list {
+		f := "v4"
+		if netip.MustParsePrefix(p).Addr().Is6() {
+			f = "v6"
+		}
+		byFamily[f] = append(byFamily[f], p)
+	}
+	return func(yield func(string, []string) bool) {
+		for _, f := range []string{"v4", "v6"} {
+			if l := byFamily[f]; len(l) > 0 {
+				slices.Sort(l)
+				if !yield(f, l) {
+					return
+				}
+			}
+		}
+	}
 }
 
 func exactPrefixes(list []string) []*api.Prefix {
@@ -195,6 +221,14 @@ func (e *Speaker) applySessions(ctx context.Context, desired []speaker.Session) 
 	return errors.Join(errs...)
 }
 
+// UnicastFamilies are IPv4 and IPv6 unicast, as GoBGP peer configuration.
+func UnicastFamilies() []*api.AfiSafi {
+	return []*api.AfiSafi{
+		{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}, Enabled: true}},
+		{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}, Enabled: true}},
+	}
+}
+
 func peerOf(s speaker.Session) *api.Peer {
 	p := &api.Peer{
 		Conf: &api.PeerConf{NeighborAddress: s.PeerAddress.String(), PeerAsn: s.PeerASN, LocalAsn: s.LocalASN, AuthPassword: s.Password,
@@ -207,6 +241,10 @@ func peerOf(s speaker.Session) *api.Peer {
 	if p.Transport.RemotePort == 0 {
 		p.Transport.RemotePort = 179
 	}
+	// Multiprotocol BGP: every session offers both unicast families, so one session carries a claim's IPv4 and IPv6
+	// prefixes whatever the transport; a family the peer does not offer is simply not negotiated. Which prefixes a
+	// session may carry stays the export policy's job.
+	p.AfiSafis = UnicastFamilies()
 	if s.LocalAddress.IsValid() {
 		p.Transport.LocalAddress = s.LocalAddress.String()
 	}
