@@ -28,10 +28,11 @@ type ASN int64
 // +kubebuilder:validation:XValidation:rule="!isIP(self) || !ip(self).isUnspecified()",messageExpression="'\"' + self + '\" is the unspecified address; give the address of the peer'"
 type IPAddress string
 
-// HostPort is a network address as host:port, such as 127.0.0.1:53, [::1]:53 or dns.local:53.
+// HostPort is a network address as host:port, such as 127.0.0.1:53, [::1]:53 or dns.local:53. In probe targets,
+// $(NODE_IP) stands for the node's address: $(NODE_IP):53, or [$(NODE_IP)]:53 when it is IPv6.
 // +kubebuilder:validation:MinLength=3
 // +kubebuilder:validation:MaxLength=261
-// +kubebuilder:validation:XValidation:rule="self.matches('^(\\\\[[0-9A-Fa-f:.]+\\\\]|[A-Za-z0-9._-]+):[0-9]{1,5}$')",messageExpression="'\"' + self + '\" is not host:port; write it like 127.0.0.1:53, [::1]:53 or dns.example:53'"
+// +kubebuilder:validation:XValidation:rule="self.replace('[$(NODE_IP)]', '[2001:db8::1]').replace('$(NODE_IP)', '192.0.2.1').matches('^(\\\\[[0-9A-Fa-f:.]+\\\\]|[A-Za-z0-9._-]+):[0-9]{1,5}$')",messageExpression="'\"' + self + '\" is not host:port; write it like 127.0.0.1:53, [::1]:53 or dns.example:53'"
 // +kubebuilder:validation:XValidation:rule="!self.matches(':[0-9]{1,5}$') || (int(self.substring(self.lastIndexOf(':') + 1)) >= 1 && int(self.substring(self.lastIndexOf(':') + 1)) <= 65535)",messageExpression="'the port in \"' + self + '\" must be between 1 and 65535'"
 type HostPort string
 

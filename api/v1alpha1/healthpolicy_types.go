@@ -154,11 +154,11 @@ type HealthCheck struct {
 
 // HTTPCheck probes an HTTP or HTTPS URL.
 type HTTPCheck struct {
-	// url to GET; http or https only.
+	// url to GET; http or https only. $(NODE_IP) stands for the node's address (in brackets when it is IPv6).
 	// +required
 	// +kubebuilder:validation:MinLength=8
-	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHost() != ''",messageExpression="'url \"' + self + '\" must be an absolute http:// or https:// URL with a host, such as http://127.0.0.1:8080/healthz'"
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="isURL(self.replace('[$(NODE_IP)]', '[2001:db8::1]').replace('$(NODE_IP)', '192.0.2.1')) && url(self.replace('[$(NODE_IP)]', '[2001:db8::1]').replace('$(NODE_IP)', '192.0.2.1')).getScheme() in ['http', 'https'] && url(self.replace('[$(NODE_IP)]', '[2001:db8::1]').replace('$(NODE_IP)', '192.0.2.1')).getHost() != ''",messageExpression="'url \"' + self + '\" must be an absolute http:// or https:// URL with a host, such as http://127.0.0.1:8080/healthz'"
 	URL string `json:"url"`
 
 	// expectedStatus lists the status codes that pass. Default: any 2xx.

@@ -139,6 +139,8 @@ var invalidObjects = []invalid{
 	policyCase("tcp-address", "  checks: [{name: port, tcp: {address: \"127.0.0.1\"}}]\n", `"127.0.0.1" is not host:port`),
 	policyCase("tcp-port-range", "  checks: [{name: port, tcp: {address: \"127.0.0.1:99999\"}}]\n", `the port in "127.0.0.1:99999" must be between 1 and 65535`),
 	policyCase("dns-server", "  checks: [{name: dns, dns: {server: \"::1:53\", query: example.com.}}]\n", `"::1:53" is not host:port`),
+	policyCase("node-ip-url", "  checks: [{name: web, http: {url: \"ftp://$(NODE_IP):8080/\"}}]\n", `must be an absolute http:// or https:// URL`),
+	policyCase("node-ip-no-port", "  checks: [{name: port, tcp: {address: \"$(NODE_IP)\"}}]\n", `"$(NODE_IP)" is not host:port`),
 	policyCase("dns-type", "  checks: [{name: dns, dns: {server: \"127.0.0.1:53\", query: example.com., type: ANY}}]\n", `Unsupported value: "ANY"`),
 	policyCase("timeout-not-shorter", check+"  interval: 1s\n  timeout: 1s\n", `timeout must be shorter than interval`),
 	policyCase("timeout-default-interval", check+"  timeout: 6s\n", `timeout must be shorter than interval`),
@@ -206,6 +208,25 @@ func TestSamplesAreAccepted(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestNodeIPVariableIsAccepted: every probe target may name the node's address as $(NODE_IP).
+func TestNodeIPVariableIsAccepted(t *testing.T) {
+	spec := `  checks:
+  - {name: web, http: {url: "http://$(NODE_IP):8080/healthz"}}
+  - {name: web6, http: {url: "https://[$(NODE_IP)]:8443/healthz"}}
+  - {name: port, tcp: {address: "$(NODE_IP):53"}}
+  - {name: port6, tcp: {address: "[$(NODE_IP)]:53"}}
+  - {name: dns, dns: {server: "$(NODE_IP):53", query: example.com.}}
+  - {name: grpc, grpc: {address: "$(NODE_IP):9090"}}
+`
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(file, []byte(strings.Replace(policyBase, "%s", "node-ip", 1)+spec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := env.Kubectl("apply", "-f", file); err != nil {
+		t.Fatalf("refused: %v\n%s", err, out)
 	}
 }
 

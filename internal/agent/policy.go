@@ -31,7 +31,7 @@ func (a *Agent) startPolicy(ctx context.Context, name string, spec anycastv1.Hea
 	probes := make([]health.Named, 0, len(spec.Checks))
 	run := &policyRun{name: name, spec: *spec.DeepCopy(), settings: s}
 	for _, c := range spec.Checks {
-		p, err := health.New(c, a.cfg.Endpoints)
+		p, err := health.New(c, health.Node{Address: a.cfg.LocalAddress, Endpoints: a.cfg.Endpoints})
 		if err != nil {
 			p = broken{err} // the check fails with its reason in status rather than silencing the whole policy
 		}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -34,22 +35,56 @@ type Probe interface {
 // with an informer on that Service's EndpointSlices.
 type EndpointsReady func(namespace, name string) (bool, error)
 
-// New builds the probe of a check. endpoints may be nil when no check uses serviceEndpoints.
-func New(c anycastv1.HealthCheck, endpoints EndpointsReady) (Probe, error) {
+// NodeIPVariable in a probe's URL or address stands for the node's own address (the agent's --local-address), so
+// that one policy can probe a service bound to each node's address rather than to loopback. It follows the $(VAR)
+// convention of a container's command; an IPv6 address needs brackets around it, as in http://[$(NODE_IP)]:8080/.
+const NodeIPVariable = "$(NODE_IP)"
+
+// Node is what probes need to know of the node they run on.
+type Node struct {
+	// Address replaces $(NODE_IP) in probe targets.
+	Address netip.Addr
+	// Endpoints answers serviceEndpoints checks; nil when no check uses them.
+	Endpoints EndpointsReady
+}
+
+func (n Node) expand(target string) (string, error) {
+	if !strings.Contains(target, NodeIPVariable) {
+		return target, nil
+	}
+	if !n.Address.IsValid() {
+		return "", fmt.Errorf("%q names %s, but the agent has no node address (--local-address)", target, NodeIPVariable)
+	}
+	return strings.ReplaceAll(target, NodeIPVariable, n.Address.String()), nil
+}
+
+// New builds the probe of a check on this node.
+func New(c anycastv1.HealthCheck, node Node) (Probe, error) {
 	switch {
 	case c.HTTP != nil:
-		return newHTTP(c.HTTP)
+		u, err := node.expand(c.HTTP.URL)
+		if err != nil {
+			return nil, err
+		}
+		h := *c.HTTP
+		h.URL = u
+		return newHTTP(&h)
 	case c.TCP != nil:
-		return tcpProbe{address: string(c.TCP.Address)}, nil
+		a, err := node.expand(string(c.TCP.Address))
+		return tcpProbe{address: a}, err
 	case c.DNS != nil:
-		return newDNS(c.DNS), nil
+		a, err := node.expand(string(c.DNS.Server))
+		d := *c.DNS
+		d.Server = anycastv1.HostPort(a)
+		return newDNS(&d), err
 	case c.GRPC != nil:
-		return grpcProbe{address: string(c.GRPC.Address), service: c.GRPC.Service}, nil
+		a, err := node.expand(string(c.GRPC.Address))
+		return grpcProbe{address: a, service: c.GRPC.Service}, err
 	case c.ServiceEndpoints != nil:
-		if endpoints == nil {
+		if node.Endpoints == nil {
 			return nil, errors.New("serviceEndpoints check without an endpoints source")
 		}
-		return endpointsProbe{namespace: c.ServiceEndpoints.Namespace, name: c.ServiceEndpoints.Name, ready: endpoints}, nil
+		return endpointsProbe{namespace: c.ServiceEndpoints.Namespace, name: c.ServiceEndpoints.Name, ready: node.Endpoints}, nil
 	}
 	return nil, fmt.Errorf("check %q sets no probe", c.Name)
 }

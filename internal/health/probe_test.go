@@ -2,11 +2,13 @@ package health
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -25,7 +27,8 @@ import (
 // run probes a check once with a timeout and returns the error text ("" when it passed).
 func run(t *testing.T, c anycastv1.HealthCheck, timeout time.Duration) string {
 	t.Helper()
-	p, err := New(c, func(ns, name string) (bool, error) { return ns == "dns" && name == "ready", nil })
+	p, err := New(c, Node{Address: netip.MustParseAddr("127.0.0.1"),
+		Endpoints: func(ns, name string) (bool, error) { return ns == "dns" && name == "ready", nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +163,7 @@ func TestServiceEndpointsProbe(t *testing.T) {
 	expect(t, "ready", run(t, c, time.Second), "")
 	c.ServiceEndpoints.Name = "other"
 	expect(t, "none ready", run(t, c, time.Second), "no ready endpoint of Service dns/other on this node")
-	if _, err := New(c, nil); err == nil {
+	if _, err := New(c, Node{}); err == nil {
 		t.Error("a serviceEndpoints probe without an endpoints source was built")
 	}
 }
@@ -221,7 +224,7 @@ func TestRunnerBoundsConcurrency(t *testing.T) {
 
 func TestHTTPProbeRefusesHeaderInjection(t *testing.T) {
 	c := anycastv1.HealthCheck{Name: "web", HTTP: &anycastv1.HTTPCheck{URL: "http://127.0.0.1:1/", Headers: []anycastv1.HTTPHeader{{Name: "X-A", Value: "1\r\nX-Injected: 2"}}}}
-	if _, err := New(c, nil); err == nil || !strings.Contains(err.Error(), "line breaks are not allowed") {
+	if _, err := New(c, Node{}); err == nil || !strings.Contains(err.Error(), "line breaks are not allowed") {
 		t.Errorf("New = %v, want a refusal", err)
 	}
 }
@@ -253,5 +256,36 @@ func TestHTTPProbeDefaultPortAndHTTP10(t *testing.T) {
 	p, err := newHTTP(&anycastv1.HTTPCheck{URL: "https://dns.example/healthz"})
 	if err != nil || p.address != "dns.example:443" || p.tls == nil || p.tls.ServerName != "dns.example" {
 		t.Errorf("https default port: %+v, %v", p, err)
+	}
+}
+
+// TestNodeIPVariable probes each node's own address through $(NODE_IP): the same check passes on the node whose
+// address the service listens on and fails on another.
+func TestNodeIPVariable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.21:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	checks := []anycastv1.HealthCheck{
+		{Name: "web", HTTP: &anycastv1.HTTPCheck{URL: fmt.Sprintf("http://$(NODE_IP):%d/healthz", port)}},
+		{Name: "port", TCP: &anycastv1.TCPCheck{Address: anycastv1.HostPort(fmt.Sprintf("$(NODE_IP):%d", port))}},
+	}
+	for _, c := range checks {
+		for _, tc := range []struct{ node, want string }{{"127.0.0.21", ""}, {"127.0.0.22", "connection refused"}} {
+			p, err := New(c, Node{Address: netip.MustParseAddr(tc.node)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := NewRunner(clock.RealClock{}, 1).Run(context.Background(), Named{Name: c.Name, Probe: p, Timeout: time.Second})
+			expect(t, c.Name+" on "+tc.node, res.Err, tc.want)
+		}
+		if _, err := New(c, Node{}); err == nil || !strings.Contains(err.Error(), "no node address") {
+			t.Errorf("%s without a node address: got %v", c.Name, err)
+		}
 	}
 }
