@@ -1,5 +1,7 @@
 # anycast-operator — build, generate, test.
 #
+#   make demo     the whole product on this machine, live: a local control plane, the manager, three agents, a route
+#                 server; a scripted failure and recovery, then it stays up for you to try things (Ctrl-C stops it)
 #   make test     everything CI runs: generated files up to date, format, vet, lint, unit and integration tests
 #                 against a real kube-apiserver and etcd (built from the Go module proxy on first use)
 #   make bench    the benchmarks behind docs/performance.md
@@ -60,8 +62,19 @@ envtest-assets: ## Build kube-apiserver, etcd and kubectl from the Go module pro
 	K8S_VERSION=$(K8S_VERSION) ENVTEST_ASSETS_DIR=$(ENVTEST_ASSETS) hack/build-envtest-assets.sh
 
 .PHONY: test
-test: verify-gen lint envtest-assets ## All tests, including those against a real API server.
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test $(GO_TEST_FLAGS) ./... -count=1
+test: verify-gen lint envtest-assets ## All tests, including those against a real API server, and demo-check.
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/demo) -count=1
+	$(MAKE) --no-print-directory demo-check
+
+.PHONY: demo-check
+demo-check: envtest-assets ## The demo's scenario with short timings; fails unless each step is seen at the router and Ctrl-C leaves nothing behind.
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/demo/ -count=1 -v -timeout 10m
+
+##@ Demo
+
+.PHONY: demo
+demo: envtest-assets build ## Run the product on this machine, live (Ctrl-C stops everything).
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) bin/demo --bin-dir bin
 
 .PHONY: bench
 bench: envtest-assets ## Benchmarks; figures go to docs/performance.md.
@@ -75,9 +88,11 @@ bench: envtest-assets ## Benchmarks; figures go to docs/performance.md.
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager and the agent into bin/.
+build: ## Build the manager, the agent and the demo into bin/.
+	@echo "Building bin/manager, bin/agent and bin/demo (the first build compiles the dependencies: a few minutes)"
 	go build -ldflags "$(LDFLAGS)" -o bin/manager ./cmd/manager
 	go build -ldflags "$(LDFLAGS)" -o bin/agent ./cmd/agent
+	go build -o bin/demo ./cmd/demo
 
 .PHONY: run
 run: ## Run the manager against the current kubeconfig.

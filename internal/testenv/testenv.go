@@ -77,6 +77,8 @@ func Start(opts ...Option) (*Env, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
+		// envtest leaves etcd and the API server running when a later step (installing the CRDs) fails.
+		_ = env.Stop()
 		return nil, fmt.Errorf("starting the test API server from %s: %w", assets, err)
 	}
 	// Tests create many objects quickly; the client-side rate limiter would only slow them down.
@@ -136,23 +138,29 @@ func (e *Env) Kubectl(args ...string) (string, error) {
 // Kubeconfig returns the path of a kubeconfig file for an administrator of the API server, writing it once.
 func (e *Env) Kubeconfig() (string, error) {
 	if e.kubeconfig == "" {
-		user, err := e.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
-		if err != nil {
-			return "", err
-		}
-		cfg, err := user.KubeConfig()
-		if err != nil {
-			return "", err
-		}
 		f, err := os.CreateTemp("", "anycast-kubeconfig-")
 		if err != nil {
 			return "", err
 		}
-		defer f.Close()
-		if _, err := f.Write(cfg); err != nil {
+		_ = f.Close()
+		if err := e.WriteKubeconfig(f.Name()); err != nil {
+			_ = os.Remove(f.Name())
 			return "", err
 		}
 		e.kubeconfig = f.Name()
 	}
 	return e.kubeconfig, nil
+}
+
+// WriteKubeconfig writes a kubeconfig for an administrator of the API server to path (mode 0600).
+func (e *Env) WriteKubeconfig(path string) error {
+	user, err := e.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	cfg, err := user.KubeConfig()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, cfg, 0o600)
 }

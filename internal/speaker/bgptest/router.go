@@ -19,7 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
-// Router is an upstream router that accepts sessions from the given neighbors.
+// Router is an upstream router that accepts sessions from the given neighbors. Tests start it with Start; the demo,
+// which is no test, with New.
 type Router struct {
 	Address netip.Addr
 	Port    int
@@ -30,12 +31,20 @@ type Router struct {
 // FreePort returns a TCP port free on the address.
 func FreePort(t testing.TB, addr netip.Addr) int {
 	t.Helper()
-	l, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
+	port, err := freePort(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return port
+}
+
+func freePort(addr netip.Addr) (int, error) {
+	l, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
+	if err != nil {
+		return 0, err
+	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Start starts a router on addr (a loopback address) that waits for the neighbors to connect (passive).
@@ -46,9 +55,26 @@ func Start(t testing.TB, addr netip.Addr, asn uint32, neighbors map[netip.Addr]u
 // StartWithPassword is Start with a TCP MD5 password (RFC 2385) on every session.
 func StartWithPassword(t testing.TB, addr netip.Addr, asn uint32, neighbors map[netip.Addr]uint32, password string) *Router {
 	t.Helper()
+	r, err := New(addr, 0, asn, neighbors, password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+// New starts a router listening on addr and port (0: a free port), with passive sessions to the neighbors (address
+// to ASN), each offering IPv4 and IPv6 unicast. Close stops it.
+func New(addr netip.Addr, port int, asn uint32, neighbors map[netip.Addr]uint32, password string) (*Router, error) {
+	if port == 0 {
+		var err error
+		if port, err = freePort(addr); err != nil {
+			return nil, err
+		}
+	}
 	level := new(slog.LevelVar)
 	level.Set(slog.LevelError)
-	r := &Router{Address: addr, Port: FreePort(t, addr), ASN: asn,
+	r := &Router{Address: addr, Port: port, ASN: asn,
 		bgp: server.NewBgpServer(server.LoggerOption(slog.New(slog.DiscardHandler), level))}
 	go r.bgp.Serve()
 	ctx := context.Background()
@@ -59,7 +85,8 @@ func StartWithPassword(t testing.TB, addr netip.Addr, asn uint32, neighbors map[
 	if err := r.bgp.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
 		Asn: asn, RouterId: routerID, ListenPort: int32(r.Port), ListenAddresses: []string{addr.String()},
 	}}); err != nil {
-		t.Fatal(err)
+		r.bgp.Stop()
+		return nil, fmt.Errorf("starting the router on %s: %w", netip.AddrPortFrom(addr, uint16(port)), err)
 	}
 	for n, peerASN := range neighbors {
 		if err := r.bgp.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
@@ -67,14 +94,17 @@ func StartWithPassword(t testing.TB, addr netip.Addr, asn uint32, neighbors map[
 			Transport: &api.Transport{PassiveMode: true, LocalAddress: addr.String()},
 			AfiSafis:  unicastFamilies(),
 		}}); err != nil {
-			t.Fatal(err)
+			r.Close()
+			return nil, fmt.Errorf("adding neighbor %s: %w", n, err)
 		}
 	}
-	t.Cleanup(func() {
-		_ = r.bgp.StopBgp(context.Background(), &api.StopBgpRequest{})
-		r.bgp.Stop()
-	})
-	return r
+	return r, nil
+}
+
+// Close ends every session and stops the router.
+func (r *Router) Close() {
+	_ = r.bgp.StopBgp(context.Background(), &api.StopBgpRequest{})
+	r.bgp.Stop()
 }
 
 func unicastFamilies() []*api.AfiSafi {
@@ -87,7 +117,10 @@ func unicastFamilies() []*api.AfiSafi {
 
 // Path is a route as the router received it.
 type Path struct {
-	Prefix           string
+	Prefix string
+	// Neighbor is the session the path came from; Best marks the path the router chose.
+	Neighbor         string
+	Best             bool
 	NextHop          string
 	ASPath           []uint32
 	Communities      []uint32
@@ -100,7 +133,7 @@ func (p Path) String() string {
 	if p.MED != nil {
 		med = fmt.Sprint(*p.MED)
 	}
-	return fmt.Sprintf("%s via %s as-path %v communities %v large %v med %s", p.Prefix, p.NextHop, p.ASPath, p.Communities, p.LargeCommunities, med)
+	return fmt.Sprintf("%s from %s via %s as-path %v communities %v large %v med %s", p.Prefix, p.Neighbor, p.NextHop, p.ASPath, p.Communities, p.LargeCommunities, med)
 }
 
 // Paths returns what the router holds in its RIB for a prefix (nil when it has none).
@@ -113,7 +146,10 @@ func (r *Router) Paths(prefix netip.Prefix) []Path {
 	_ = r.bgp.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: family,
 		Prefixes: []*apiutil.LookupPrefix{{Prefix: prefix.String()}}}, func(nlri bgp.NLRI, paths []*apiutil.Path) {
 		for _, p := range paths {
-			got := Path{Prefix: nlri.String()}
+			got := Path{Prefix: nlri.String(), Best: p.Best}
+			if p.PeerAddress.IsValid() {
+				got.Neighbor = p.PeerAddress.String()
+			}
 			for _, a := range p.Attrs {
 				switch a := a.(type) {
 				case *bgp.PathAttributeNextHop:
