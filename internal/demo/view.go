@@ -80,7 +80,9 @@ func renderRouter(s snapshot, router string) string {
 // sortedPaths orders paths by site, so the table does not jump around between redraws.
 func sortedPaths(paths []bgptest.Path, sites []Site) []bgptest.Path {
 	out := slices.Clone(paths)
-	slices.SortFunc(out, func(a, b bgptest.Path) int { return strings.Compare(siteOf(a.Neighbor, sites), siteOf(b.Neighbor, sites)) })
+	slices.SortFunc(out, func(a, b bgptest.Path) int {
+		return strings.Compare(siteOf(a.Neighbor, sites), siteOf(b.Neighbor, sites))
+	})
 	return out
 }
 
