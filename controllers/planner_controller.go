@@ -43,6 +43,9 @@ type PlannerReconciler struct {
 	Namespace string
 	// Workers bounds the concurrent writes of one reconcile.
 	Workers int
+	// Backend, when set, writes the objects of the cluster's BGP stack (MetalLB, Calico, Cilium). With the bird and
+	// embedded backends it is nil: the agents announce.
+	Backend Backend
 }
 
 // +kubebuilder:rbac:groups=anycast.dev,resources=anycastprefixes;healthpolicies;bgpsessionclaims,verbs=get;list;watch
@@ -66,6 +69,11 @@ func (r *PlannerReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	}
 	if err != nil {
 		return reconcile.Result{}, err
+	}
+	if r.Backend != nil {
+		if err := r.applyBackend(ctx, in, out); err != nil {
+			return reconcile.Result{}, err
+		}
 	}
 	if err := r.applyStatuses(ctx, in, out); err != nil {
 		return reconcile.Result{}, err

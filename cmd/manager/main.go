@@ -22,6 +22,7 @@ import (
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/controllers"
+	"github.com/anycast-operator/anycast-operator/internal/backend/metallb"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -41,6 +42,7 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	var (
 		metricsAddr, probeAddr, namespace, backend string
+		metallbNamespace, metallbMode              string
 		leaderElect                                bool
 		workers                                    int
 	)
@@ -51,6 +53,8 @@ func run(ctx context.Context, args []string) error {
 	flag.StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "anycast-system"), "The operator's namespace: where referenced Secrets and the leader-election Lease live.")
 	flag.StringVar(&backend, "backend", "embedded", fmt.Sprintf("How prefixes reach BGP: one of %v.", backends))
 	flag.IntVar(&workers, "write-concurrency", 16, "Concurrent API writes of one plan.")
+	flag.StringVar(&metallbNamespace, "metallb-namespace", "metallb-system", "metallb backend: the namespace MetalLB runs in, where its objects go.")
+	flag.StringVar(&metallbMode, "metallb-mode", string(metallb.FRRK8s), "metallb backend: how MetalLB speaks BGP, frr-k8s (MetalLB's default) or native; native has no AS-path prepend, graceful restart or keepaliveTime.")
 	opts := zap.Options{}
 	opts.BindFlags(flag)
 	if err := flag.Parse(args); err != nil {
@@ -69,6 +73,12 @@ func run(ctx context.Context, args []string) error {
 	}
 	if err := anycastv1.AddToScheme(scheme); err != nil {
 		return err
+	}
+	if err := metallb.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if metallbMode != string(metallb.FRRK8s) && metallbMode != string(metallb.Native) {
+		return fmt.Errorf("--metallb-mode=%q: want frr-k8s or native", metallbMode)
 	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
@@ -95,6 +105,21 @@ func run(ctx context.Context, args []string) error {
 		Clock:     clock.RealClock{},
 		Namespace: namespace,
 		Workers:   workers,
+	}
+	switch backend {
+	case "metallb":
+		reader := mgr.GetClient()
+		planner.Backend = metallb.Translator{Namespace: metallbNamespace, Mode: metallb.Mode(metallbMode),
+			Secrets: func(name, key string) ([]byte, bool) {
+				var s corev1.Secret
+				if err := reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &s); err != nil {
+					return nil, false
+				}
+				v, ok := s.Data[key]
+				return v, ok
+			}}
+	case "calico", "cilium":
+		return fmt.Errorf("--backend=%s is not implemented yet (issue 5); use metallb, embedded or bird", backend)
 	}
 	if err := planner.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the planner: %w", err)

@@ -4,6 +4,7 @@
 package testenv
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -47,6 +48,26 @@ type Option func(*envtest.Environment)
 // on purpose (to test behaviour without it) set it short.
 func WithAPIServerStopTimeout(d time.Duration) Option {
 	return func(e *envtest.Environment) { e.ControlPlaneStopTimeout = d }
+}
+
+// WithCRDs installs more CRDs, from directories of YAML files (the upstream CRDs of a BGP stack, read from the Go
+// module cache).
+func WithCRDs(dirs ...string) Option {
+	return func(e *envtest.Environment) { e.CRDDirectoryPaths = append(e.CRDDirectoryPaths, dirs...) }
+}
+
+// ModuleDir returns the directory of a Go module of this repository's build list in the module cache, downloading
+// it if needed.
+func ModuleDir(module string) (string, error) {
+	out, err := exec.Command("go", "mod", "download", "-json", module).Output()
+	if err != nil {
+		return "", fmt.Errorf("go mod download %s: %w", module, err)
+	}
+	var info struct{ Dir string }
+	if err := json.Unmarshal(out, &info); err != nil || info.Dir == "" {
+		return "", fmt.Errorf("go mod download %s: no directory in %q", module, out)
+	}
+	return info.Dir, nil
 }
 
 // Start starts the API server with the CRDs of config/crd/bases installed.

@@ -1,0 +1,219 @@
+// Package backend turns the plan and the agents' decisions into the objects of a Kubernetes BGP stack (MetalLB,
+// Calico, Cilium), for the manager to apply. Desired says what must be announced, from which nodes, over which
+// sessions, whatever the stack; each stack's package translates it into its own kinds (a pure function); Sync applies
+// the objects with server-side apply under one field owner and removes the ones it owns that are no longer wanted.
+package backend
+
+import (
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/internal/speaker"
+)
+
+// Names of the backends the manager's --backend flag accepts. With bird and embedded the agents announce on their
+// own and the manager writes no backend objects.
+const (
+	MetalLB  = "metallb"
+	Calico   = "calico"
+	Cilium   = "cilium"
+	BIRD     = "bird"
+	Embedded = "embedded"
+)
+
+// ManagedByLabel and ManagedBy mark every object a backend writes; Sync never touches an object without them.
+const (
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedBy      = "anycast-operator"
+	// SourceLabel names the AnycastPrefix or BGPSessionClaim an object was made for.
+	SourceLabel = "anycast.dev/source"
+)
+
+// Finalizer holds an AnycastPrefix or BGPSessionClaim until the backend objects made for it are gone.
+const Finalizer = "anycast.dev/backend-cleanup"
+
+// Desired is what the cluster's BGP stack must do now.
+type Desired struct {
+	// Sessions are one per claim and peer, with the nodes that open them.
+	Sessions []Session
+	// Routes are one per AnycastPrefix, prefix and way of announcing it, with the nodes announcing it that way now.
+	// A prefix no node announces has no route.
+	Routes []Route
+	// Hostnames maps node names to their kubernetes.io/hostname label, which the stacks' node selectors match.
+	Hostnames map[string]string
+}
+
+// Session is one BGP peer of one claim.
+type Session struct {
+	Claim    string
+	Settings anycastv1.BGPSessionSettings // the claim's settings; Static is cleared, Peer is the peer
+	Peer     anycastv1.BGPPeer
+	Nodes    []string
+}
+
+// Name is a stable object name for the session: claim and peer address.
+func (s Session) Name() string { return "anycast-" + s.Claim + "-" + Sanitize(string(s.Peer.Address)) }
+
+// Route is one prefix, announced by some nodes with some attributes.
+type Route struct {
+	Source string // the AnycastPrefix
+	Prefix netip.Prefix
+	// BGP carries the attributes as BGP values (communities as numbers, deprefer applied); Attributes as the user
+	// wrote them.
+	BGP        speaker.Route
+	Attributes *anycastv1.BGPAttributes
+	Deprefered bool
+	Nodes      []string
+}
+
+// Variant names the way a route is announced (its attributes and deprefer), stable across plans.
+func (r Route) Variant() string {
+	h := fnv.New32a()
+	fmt.Fprint(h, r.BGP.Communities, r.BGP.LargeCommunities, r.BGP.Prepend, r.Deprefered)
+	if r.BGP.MED != nil {
+		fmt.Fprint(h, "med", *r.BGP.MED)
+	}
+	if r.BGP.LocalPref != nil {
+		fmt.Fprint(h, "lp", *r.BGP.LocalPref)
+	}
+	return fmt.Sprintf("%08x", h.Sum32())
+}
+
+// Compute derives Desired from the planned NodeAnnouncement specs and what each node's agent reports: a node
+// announces a prefix while its agent reports it Announced (or Deprefered, with the deprefer attributes). A node
+// whose agent reports nothing announces nothing; an agent that stops reporting leaves its last report in force
+// (fail-static).
+func Compute(planned map[string]anycastv1.NodeAnnouncementSpec, reported []anycastv1.NodeAnnouncement, nodes []corev1.Node) Desired {
+	states := map[string]map[string]anycastv1.PrefixState{}
+	for _, na := range reported {
+		m := map[string]anycastv1.PrefixState{}
+		for _, p := range na.Status.Prefixes {
+			m[string(p.Prefix)] = p.State
+		}
+		states[na.Name] = m
+	}
+	d := Desired{Hostnames: map[string]string{}}
+	for _, n := range nodes {
+		host := n.Labels[corev1.LabelHostname]
+		if host == "" {
+			host = n.Name
+		}
+		d.Hostnames[n.Name] = host
+	}
+	sessions := map[string]*Session{}
+	routes := map[string]*Route{}
+	for _, node := range sortedKeys(planned) {
+		spec := planned[node]
+		for _, ns := range spec.Sessions {
+			if ns.Static == nil {
+				continue // provisioned sessions reach backends once a provider reports them
+			}
+			for _, peer := range ns.Static.Peers {
+				key := string(ns.Claim) + "/" + string(peer.Address)
+				s := sessions[key]
+				if s == nil {
+					settings := *ns.BGPSessionSettings.DeepCopy()
+					settings.Static = nil
+					s = &Session{Claim: string(ns.Claim), Settings: settings, Peer: *peer.DeepCopy()}
+					sessions[key] = s
+				}
+				s.Nodes = append(s.Nodes, node)
+			}
+		}
+		for _, g := range spec.Groups {
+			claims := make([]string, len(g.Sessions))
+			for i, c := range g.Sessions {
+				claims[i] = string(c)
+			}
+			for _, gp := range g.Prefixes {
+				state := states[node][string(gp.Prefix)]
+				if state != anycastv1.PrefixAnnounced && state != anycastv1.PrefixDeprefered {
+					continue
+				}
+				pfx, err := netip.ParsePrefix(string(gp.Prefix))
+				if err != nil || pfx.Bits() == 0 || pfx != pfx.Masked() {
+					continue // never announce what the planner would not have planned
+				}
+				deprefer := state == anycastv1.PrefixDeprefered
+				bgp, err := speaker.RouteFor(pfx, claims, g.Attributes, deprefer)
+				if err != nil {
+					continue
+				}
+				r := Route{Source: gp.Source, Prefix: pfx, BGP: bgp, Attributes: g.Attributes, Deprefered: deprefer}
+				key := gp.Source + "/" + pfx.String() + "/" + r.Variant()
+				if routes[key] == nil {
+					routes[key] = &r
+				}
+				routes[key].Nodes = append(routes[key].Nodes, node)
+			}
+		}
+	}
+	for _, k := range sortedKeys(sessions) {
+		d.Sessions = append(d.Sessions, *sessions[k])
+	}
+	for _, k := range sortedKeys(routes) {
+		d.Routes = append(d.Routes, *routes[k])
+	}
+	return d
+}
+
+// HostnamesOf maps node names to hostnames, sorted.
+func (d Desired) HostnamesOf(nodes []string) []string {
+	out := make([]string, 0, len(nodes))
+	for _, n := range nodes {
+		if h, ok := d.Hostnames[n]; ok {
+			out = append(out, h)
+		} else {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// Translation is a backend's objects for a Desired state, and what it could not express.
+type Translation struct {
+	Objects []client.Object
+	// Ignored lists, per AnycastPrefix or BGPSessionClaim name, the settings the backend cannot carry out.
+	Ignored map[string][]string
+}
+
+// Ignore records that source's setting is not carried out by the backend.
+func (t *Translation) Ignore(source, what string) {
+	if t.Ignored == nil {
+		t.Ignored = map[string][]string{}
+	}
+	if !slices.Contains(t.Ignored[source], what) {
+		t.Ignored[source] = append(t.Ignored[source], what)
+	}
+}
+
+// Sanitize makes a string (an address, a prefix) usable in an object name: lower case, [a-z0-9-].
+func Sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + 'a' - 'A'
+		}
+		return '-'
+	}, s)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,216 @@
+// Package metallb translates the operator's desired state into MetalLB v0.16 objects (native BGP or frr-k8s mode):
+// a BGPPeer (v1beta2) per claim and peer, selecting the claim's nodes; an IPAddressPool per AnycastPrefix and prefix
+// (autoAssign off: only Services that ask for an anycast address get one); and a BGPAdvertisement per prefix and way
+// of announcing it, whose nodeSelectors are the nodes announcing it now. MetalLB announces a pool's aggregate only
+// while a LoadBalancer Service holds an address of it, so each anycast Service needs an address from the pool.
+package metallb
+
+import (
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
+
+	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
+	metallbv1beta2 "go.universe.tf/metallb/api/v1beta2"
+
+	"github.com/anycast-operator/anycast-operator/internal/backend"
+)
+
+// Mode is how MetalLB speaks BGP; what it supports differs.
+type Mode string
+
+const (
+	// Native is MetalLB's own BGP speaker: no AS-path prepend, no BFD, no graceful restart, and no keepaliveTime
+	// on a BGPPeer.
+	Native Mode = "native"
+	// FRRK8s is the default mode of MetalLB v0.16 (FRR through frr-k8s).
+	FRRK8s Mode = "frr-k8s"
+)
+
+// maxPeerPort is the highest peerPort MetalLB's CRD accepts.
+const maxPeerPort = 16384
+
+// Kinds are the kinds the backend writes, all in MetalLB's namespace; Sync prunes its stale objects among them.
+func (t Translator) Kinds() []backend.Kind {
+	var out []backend.Kind
+	for _, gvk := range []schema.GroupVersionKind{
+		metallbv1beta2.GroupVersion.WithKind("BGPPeer"),
+		metallbv1beta1.GroupVersion.WithKind("IPAddressPool"),
+		metallbv1beta1.GroupVersion.WithKind("BGPAdvertisement"),
+		corev1.SchemeGroupVersion.WithKind("Secret"),
+	} {
+		out = append(out, backend.Kind{GroupVersionKind: gvk, Namespace: t.Namespace})
+	}
+	return out
+}
+
+// AddToScheme registers the MetalLB kinds the backend writes.
+func AddToScheme(s *runtime.Scheme) error {
+	if err := metallbv1beta1.AddToScheme(s); err != nil {
+		return err
+	}
+	return metallbv1beta2.AddToScheme(s)
+}
+
+// Secrets reads a key of a Secret in the operator's namespace; ok is false when it does not exist.
+type Secrets func(name, key string) (value []byte, ok bool)
+
+// Translator writes into MetalLB's namespace.
+type Translator struct {
+	Namespace string // where MetalLB runs (metallb-system)
+	Mode      Mode
+	Secrets   Secrets
+}
+
+// Translate returns the MetalLB objects for d.
+func (t Translator) Translate(d backend.Desired) backend.Translation {
+	var tr backend.Translation
+	peersOf := map[string][]string{} // claim → BGPPeer names
+	for _, s := range d.Sessions {
+		peer, secret, ok := t.peer(d, s, &tr)
+		if !ok {
+			continue
+		}
+		peersOf[s.Claim] = append(peersOf[s.Claim], peer.Name)
+		tr.Objects = append(tr.Objects, peer)
+		if secret != nil {
+			tr.Objects = append(tr.Objects, secret)
+		}
+	}
+	pools := map[string]bool{}
+	for _, r := range d.Routes {
+		pool := t.meta(poolName(r), r.Source)
+		if !pools[pool.Name] {
+			pools[pool.Name] = true
+			tr.Objects = append(tr.Objects, &metallbv1beta1.IPAddressPool{ObjectMeta: pool, Spec: metallbv1beta1.IPAddressPoolSpec{
+				Addresses: []string{r.Prefix.String()}, AutoAssign: ptr.To(false),
+			}})
+		}
+		if adv := t.advertisement(d, r, peersOf, &tr); adv != nil {
+			tr.Objects = append(tr.Objects, adv)
+		}
+	}
+	return tr
+}
+
+func (t Translator) meta(name, source string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: name, Namespace: t.Namespace, Labels: map[string]string{backend.SourceLabel: source}}
+}
+
+func poolName(r backend.Route) string {
+	return "anycast-" + r.Source + "-" + backend.Sanitize(r.Prefix.String())
+}
+
+// peer is the BGPPeer of a session, and the Secret carrying its password into MetalLB's namespace.
+func (t Translator) peer(d backend.Desired, s backend.Session, tr *backend.Translation) (*metallbv1beta2.BGPPeer, *corev1.Secret, bool) {
+	port := int32(179)
+	if s.Peer.Port != nil {
+		port = *s.Peer.Port
+	}
+	if port > maxPeerPort {
+		tr.Ignore(s.Claim, fmt.Sprintf("peer %s: port %d (MetalLB accepts 1-%d); the session is not configured", s.Peer.Address, port, maxPeerPort))
+		return nil, nil, false
+	}
+	p := &metallbv1beta2.BGPPeer{ObjectMeta: t.meta(s.Name(), s.Claim), Spec: metallbv1beta2.BGPPeerSpec{
+		MyASN: uint32(s.Settings.LocalASN), ASN: uint32(s.Peer.ASN), Address: string(s.Peer.Address), Port: uint16(port),
+		NodeSelectors: []metav1.LabelSelector{hostnameSelector(d.HostnamesOf(s.Nodes))},
+	}}
+	if tm := s.Settings.Timers; tm != nil {
+		p.Spec.HoldTime = tm.HoldTime
+		if tm.KeepaliveTime != nil {
+			if t.Mode == Native {
+				tr.Ignore(s.Claim, "timers.keepaliveTime (MetalLB native mode refuses it; the speaker uses a third of the hold time)")
+			} else {
+				p.Spec.KeepaliveTime = tm.KeepaliveTime
+			}
+		}
+		if tm.ConnectRetry != nil {
+			p.Spec.ConnectTime = tm.ConnectRetry
+		}
+	}
+	if s.Settings.EBGPMultihop != nil && *s.Settings.EBGPMultihop > 1 {
+		p.Spec.EBGPMultiHop = true // MetalLB has no TTL: multihop is on or off
+	}
+	if s.Settings.GracefulRestart != nil {
+		if t.Mode == Native {
+			tr.Ignore(s.Claim, "gracefulRestart (MetalLB native mode has none)")
+		} else {
+			p.Spec.EnableGracefulRestart = true
+		}
+	}
+	if s.Settings.BFD != nil {
+		tr.Ignore(s.Claim, "bfd (not configured by the MetalLB backend yet)")
+	}
+	var secret *corev1.Secret
+	if ref := s.Peer.PasswordSecretRef; ref != nil {
+		value, ok := t.Secrets(ref.Name, ref.Key)
+		if !ok {
+			tr.Ignore(s.Claim, fmt.Sprintf("peer %s: Secret %s key %s not found; the session is not configured", s.Peer.Address, ref.Name, ref.Key))
+			return nil, nil, false
+		}
+		// MetalLB reads MD5 passwords from a basic-auth Secret in its own namespace: a copy, owned and labelled like
+		// the rest, under the session's name.
+		secret = &corev1.Secret{ObjectMeta: t.meta(s.Name()+"-md5", s.Claim), Type: corev1.SecretTypeBasicAuth,
+			Data: map[string][]byte{corev1.BasicAuthPasswordKey: value}}
+		p.Spec.PasswordSecret = corev1.SecretReference{Name: secret.Name, Namespace: t.Namespace}
+	}
+	return p, secret, true
+}
+
+// advertisement is the BGPAdvertisement of a route: its pool rolled up to the prefix, from the nodes announcing it,
+// to the peers of its claims only.
+func (t Translator) advertisement(d backend.Desired, r backend.Route, peersOf map[string][]string, tr *backend.Translation) *metallbv1beta1.BGPAdvertisement {
+	var peers []string
+	for _, c := range r.BGP.Claims {
+		peers = append(peers, peersOf[c]...)
+	}
+	hosts := d.HostnamesOf(r.Nodes)
+	if len(peers) == 0 || len(hosts) == 0 {
+		// An advertisement without peers or node selectors means every peer or every node: never write one.
+		return nil
+	}
+	slices.Sort(peers)
+	adv := &metallbv1beta1.BGPAdvertisement{ObjectMeta: t.meta(poolName(r)+"-"+r.Variant(), r.Source), Spec: metallbv1beta1.BGPAdvertisementSpec{
+		IPAddressPools: []string{poolName(r)},
+		Peers:          slices.Compact(peers),
+		NodeSelectors:  []metav1.LabelSelector{hostnameSelector(hosts)},
+	}}
+	bits := int32(r.Prefix.Bits())
+	if r.Prefix.Addr().Is4() {
+		adv.Spec.AggregationLength = &bits
+	} else {
+		adv.Spec.AggregationLengthV6 = &bits
+	}
+	for _, c := range r.BGP.Communities {
+		adv.Spec.Communities = append(adv.Spec.Communities, fmt.Sprintf("%d:%d", c>>16, c&0xFFFF))
+	}
+	for _, c := range r.BGP.LargeCommunities {
+		adv.Spec.Communities = append(adv.Spec.Communities, fmt.Sprintf("large:%d:%d:%d", c[0], c[1], c[2]))
+	}
+	if r.BGP.LocalPref != nil {
+		adv.Spec.LocalPref = *r.BGP.LocalPref
+	}
+	if r.BGP.Prepend > 0 {
+		if t.Mode == Native {
+			tr.Ignore(r.Source, "AS-path prepend, including Deprefer's (MetalLB native mode has none; GRACEFUL_SHUTDOWN is still sent)")
+		} else {
+			adv.Spec.AsPathPrepend = uint8(min(r.BGP.Prepend, 10))
+		}
+	}
+	if r.BGP.MED != nil {
+		tr.Ignore(r.Source, "MED, including Deprefer's (MetalLB has no MED)")
+	}
+	return adv
+}
+
+// hostnameSelector selects the nodes by their kubernetes.io/hostname label.
+func hostnameSelector(hosts []string) metav1.LabelSelector {
+	return metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+		Key: corev1.LabelHostname, Operator: metav1.LabelSelectorOpIn, Values: hosts,
+	}}}
+}
