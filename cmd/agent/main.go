@@ -40,7 +40,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "This node's name (downward API: spec.nodeName).")
 	fs.StringVar(&cfg.Namespace, "namespace", envOr("POD_NAMESPACE", "anycast-system"), "The operator's namespace: referenced Secrets and the agent's Lease.")
 	fs.StringVar(&local, "local-address", os.Getenv("NODE_IP"), "The node address BGP sessions start from, also the router ID (downward API: status.hostIP).")
-	fs.StringVar(&backend, "backend", "embedded", "How prefixes are announced: embedded (in-process GoBGP speaker) or bird (a running BIRD 2).")
+	fs.StringVar(&backend, "backend", "embedded", "How prefixes are announced: embedded (in-process GoBGP speaker), bird (a running BIRD 2), or metallb, calico or cilium (the cluster's BGP stack announces; the agent decides and reports, the manager drives the stack). Must match the manager's --backend.")
 	fs.StringVar(&birdDir, "bird-dir", "/etc/bird/anycast", "bird backend: where the include files go (bird.conf includes filters.conf, routes.conf, peers.conf from here, in that order).")
 	fs.StringVar(&birdSocket, "bird-socket", "/run/bird/bird.ctl", "bird backend: BIRD's control socket.")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8082", "Address of the agent's /healthz endpoint; 0 turns it off.")
@@ -66,8 +66,10 @@ func run(ctx context.Context, args []string) error {
 		sp = embedded.New(addr, log)
 	case "bird":
 		sp = &bird.Speaker{Dir: birdDir, Socket: birdSocket, Log: log}
+	case "metallb", "calico", "cilium":
+		sp = speaker.Delegated{}
 	default:
-		return fmt.Errorf("--backend=%q: want embedded or bird", backend)
+		return fmt.Errorf("--backend=%q: want embedded, bird, metallb, calico or cilium", backend)
 	}
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {

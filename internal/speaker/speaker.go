@@ -177,3 +177,17 @@ func parseLargeCommunity(s string) ([3]uint32, error) {
 	}
 	return v, nil
 }
+
+// Delegated is the agent's speaker when the cluster's BGP stack announces (MetalLB, Calico, Cilium): the agent
+// still probes, decides and reports in its NodeAnnouncement status, and the manager turns the reports into the
+// stack's objects. It announces nothing itself and has no sessions to report.
+type Delegated struct{}
+
+// Apply does nothing: the manager carries the decision to the BGP stack.
+func (Delegated) Apply(context.Context, State) error { return nil }
+
+// Sessions reports none: the BGP stack owns the sessions.
+func (Delegated) Sessions(context.Context) ([]SessionStatus, error) { return nil, nil }
+
+// Close does nothing.
+func (Delegated) Close() error { return nil }

@@ -62,6 +62,11 @@ func newService(t testing.TB) *service {
 }
 
 func startManager(t testing.TB, env *testenv.Env) {
+	startManagerWith(t, env, nil)
+}
+
+// startManagerWith runs the manager with a Kubernetes BGP stack backend (nil: the agents announce).
+func startManagerWith(t testing.TB, env *testenv.Env, backend controllers.Backend) {
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		// The last scenario kills the API server; do not wait for it at shutdown.
@@ -69,7 +74,7 @@ func startManager(t testing.TB, env *testenv.Env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &controllers.PlannerReconciler{Client: mgr.GetClient(), Clock: clock.RealClock{}, Namespace: namespace}
+	p := &controllers.PlannerReconciler{Client: mgr.GetClient(), Clock: clock.RealClock{}, Namespace: namespace, Backend: backend}
 	if err := p.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
