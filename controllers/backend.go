@@ -5,22 +5,51 @@ import (
 	"fmt"
 	"slices"
 
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/backend"
 	"github.com/anycast-operator/anycast-operator/internal/plan"
 )
 
-// Backend translates the desired state into a Kubernetes BGP stack's objects (internal/backend/metallb, ...).
+// Backend translates the desired state into a Kubernetes BGP stack's objects (internal/backend/metallb, calico,
+// cilium).
 type Backend interface {
 	Translate(backend.Desired) backend.Translation
-	// Kinds are the kinds it writes, where it writes them.
+	// Kinds are the kinds it writes whole objects of, where it writes them.
 	Kinds() []backend.Kind
 }
 
+// SharingBackend is a Backend that also keeps entries in objects others own (Calico's BGPConfiguration).
+type SharingBackend interface {
+	SharedKinds() []schema.GroupVersionKind
+}
+
+// SessionReporter is a Backend that can read the state of the stack's BGP sessions, per node.
+type SessionReporter interface {
+	// SessionKinds are the kinds the stack reports sessions in; the planner watches them.
+	SessionKinds() []schema.GroupVersionKind
+	Sessions(ctx context.Context, r client.Reader) (map[string][]anycastv1.NodeSessionStatus, error)
+}
+
 // +kubebuilder:rbac:groups=anycast.dev,resources=anycastprefixes;bgpsessionclaims,verbs=update;patch
+
+// readBackendSessions puts the sessions the stack reports into the plan's input.
+func (r *PlannerReconciler) readBackendSessions(ctx context.Context, in *plan.Input) error {
+	sr, ok := r.Backend.(SessionReporter)
+	if !ok {
+		return nil
+	}
+	sessions, err := sr.Sessions(ctx, r.Client)
+	if err != nil {
+		return fmt.Errorf("backend sessions: %w", err)
+	}
+	in.BackendSessions = sessions
+	return nil
+}
 
 // applyBackend writes the backend's objects for the plan and the agents' reports, then moves the finalizers: every
 // AnycastPrefix and BGPSessionClaim holds one while the backend may have objects for it, and loses it once they are
@@ -29,6 +58,17 @@ func (r *PlannerReconciler) applyBackend(ctx context.Context, in plan.Input, out
 	desired := backend.Compute(out.Announcements, in.Announcements, in.Nodes)
 	tr := r.Backend.Translate(desired)
 	writes, err := backend.Sync(ctx, r.Client, FieldOwner, tr.Objects, r.Backend.Kinds())
+	if sb, ok := r.Backend.(SharingBackend); ok && err == nil {
+		var shared int
+		var conflicts map[string][]string
+		shared, conflicts, err = backend.MergeShared(ctx, r.Client, tr.Shared, sb.SharedKinds())
+		writes += shared
+		for source, what := range conflicts {
+			for _, w := range what {
+				tr.Ignore(source, w)
+			}
+		}
+	}
 	if writes > 0 {
 		log.FromContext(ctx).Info("Applied backend objects", "writes", writes, "objects", len(tr.Objects))
 	}

@@ -7,6 +7,10 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
@@ -20,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/internal/backend"
 	"github.com/anycast-operator/anycast-operator/internal/plan"
 )
 
@@ -60,6 +65,11 @@ func (r *PlannerReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	in, err := r.read(ctx)
 	if err != nil {
 		return reconcile.Result{}, err
+	}
+	if r.Backend != nil {
+		if err := r.readBackendSessions(ctx, &in); err != nil {
+			return reconcile.Result{}, err
+		}
 	}
 	out := plan.Compute(in)
 	var done changes
@@ -123,7 +133,7 @@ func (r *PlannerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{plannerKey}
 	})
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("planner").
 		// Spec changes only: the planner's own status writes must not wake it up again.
 		Watches(&anycastv1.AnycastPrefix{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -135,8 +145,62 @@ func (r *PlannerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Node{}, all, builder.WithPredicates(nodeChanged())).
 		Watches(&corev1.Secret{}, all, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetNamespace() == r.Namespace
-		}))).
-		Complete(r)
+		})))
+	if r.Backend != nil {
+		r.watchBackend(b, all)
+	}
+	return b.Complete(r)
+}
+
+// watchBackend wakes the planner when an object the backend wrote changes or goes (so that it is put back), when
+// someone changes an object it shares, and when the stack reports a session change.
+func (r *PlannerReconciler) watchBackend(b *builder.TypedBuilder[reconcile.Request], all handler.EventHandler) {
+	owned := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetLabels()[backend.ManagedByLabel] == backend.ManagedBy
+	})
+	for _, k := range r.Backend.Kinds() {
+		if k.Group == "" {
+			continue // Secrets: the manager watches its own namespace's only
+		}
+		b.WatchesMetadata(partialMetadata(k.GroupVersionKind), all, builder.WithPredicates(owned))
+	}
+	if sb, ok := r.Backend.(SharingBackend); ok {
+		for _, gvk := range sb.SharedKinds() {
+			b.WatchesMetadata(partialMetadata(gvk), all)
+		}
+	}
+	if sr, ok := r.Backend.(SessionReporter); ok {
+		for _, gvk := range sr.SessionKinds() {
+			u := &unstructured.Unstructured{}
+			u.SetGroupVersionKind(gvk)
+			b.Watches(u, all, builder.WithPredicates(statusChanged()))
+		}
+	}
+}
+
+func partialMetadata(gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(gvk)
+	return m
+}
+
+// statusChanged passes creations, deletions and updates that change a status beyond its lastUpdated time (which
+// calico-node bumps every few seconds).
+func statusChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*unstructured.Unstructured)
+			n, ok2 := e.ObjectNew.(*unstructured.Unstructured)
+			if !ok1 || !ok2 {
+				return true
+			}
+			os, _, _ := unstructured.NestedMap(o.Object, "status")
+			ns, _, _ := unstructured.NestedMap(n.Object, "status")
+			delete(os, "lastUpdated")
+			delete(ns, "lastUpdated")
+			return !equality.Semantic.DeepEqual(os, ns)
+		},
+	}
 }
 
 func nodeChanged() predicate.Predicate {

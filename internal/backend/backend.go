@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
@@ -60,7 +61,7 @@ type Session struct {
 }
 
 // Name is a stable object name for the session: claim and peer address.
-func (s Session) Name() string { return "anycast-" + s.Claim + "-" + Sanitize(string(s.Peer.Address)) }
+func (s Session) Name() string { return Name("anycast", s.Claim, Sanitize(string(s.Peer.Address))) }
 
 // Route is one prefix, announced by some nodes with some attributes.
 type Route struct {
@@ -182,6 +183,8 @@ func (d Desired) HostnamesOf(nodes []string) []string {
 // Translation is a backend's objects for a Desired state, and what it could not express.
 type Translation struct {
 	Objects []client.Object
+	// Shared are the backend's entries in lists of objects it shares with others (MergeShared).
+	Shared []SharedList
 	// Ignored lists, per AnycastPrefix or BGPSessionClaim name, the settings the backend cannot carry out.
 	Ignored map[string][]string
 }
@@ -194,6 +197,53 @@ func (t *Translation) Ignore(source, what string) {
 	if !slices.Contains(t.Ignored[source], what) {
 		t.Ignored[source] = append(t.Ignored[source], what)
 	}
+}
+
+// Secrets reads a key of a Secret in the operator's namespace; ok is false when it does not exist.
+type Secrets func(name, key string) (value []byte, ok bool)
+
+// maxNameLength is the longest object name of the kinds backends write (a DNS subdomain).
+const maxNameLength = 253
+
+// Name joins parts with "-" into an object name; a name longer than an object name may be is cut and made unique
+// again with a hash of the whole.
+func Name(parts ...string) string {
+	return shorten(strings.Join(parts, "-"), maxNameLength)
+}
+
+// LabelValue is s as a label value (at most 63 characters): cut and made unique with a hash when longer.
+func LabelValue(s string) string { return shorten(s, 63) }
+
+func shorten(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	sum := fmt.Sprintf("%016x", h.Sum64())
+	return strings.TrimRight(s[:max-len(sum)-1], "-.") + "-" + sum
+}
+
+// Meta is the metadata of an object made for source (an AnycastPrefix or BGPSessionClaim).
+func Meta(name, namespace, source string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{SourceLabel: LabelValue(source)}}
+}
+
+// PasswordSecret copies the MD5 password of a session's peer into a Secret that the stack can read, in its
+// namespace and under the session's name, owned and labelled like the rest; typ and key are the stack's convention.
+// ok is false, and the reason recorded, when the claim's Secret or key does not exist: the session is then not
+// configured rather than configured without its password. A peer without a password gets no Secret.
+func (t *Translation) PasswordSecret(s Session, secrets Secrets, name, namespace string, typ corev1.SecretType, key string) (*corev1.Secret, bool) {
+	ref := s.Peer.PasswordSecretRef
+	if ref == nil {
+		return nil, true
+	}
+	value, ok := secrets(ref.Name, ref.Key)
+	if !ok {
+		t.Ignore(s.Claim, fmt.Sprintf("peer %s: Secret %s key %s not found; the session is not configured", s.Peer.Address, ref.Name, ref.Key))
+		return nil, false
+	}
+	return &corev1.Secret{ObjectMeta: Meta(name, namespace, s.Claim), Type: typ, Data: map[string][]byte{key: value}}, true
 }
 
 // Sanitize makes a string (an address, a prefix) usable in an object name: lower case, [a-z0-9-].

@@ -25,6 +25,10 @@ type Input struct {
 	Announcements []anycastv1.NodeAnnouncement
 	// SecretKeys lists, per Secret name in the operator's namespace, the keys it holds. nil: not checked.
 	SecretKeys map[string][]string
+	// BackendSessions are, per node, the sessions a Kubernetes BGP stack (Calico, Cilium, MetalLB) reports; for a
+	// node listed here they replace what its agent reports. An entry without a claim matches any claim's session to
+	// the same peer address.
+	BackendSessions map[string][]anycastv1.NodeSessionStatus
 }
 
 // Output is the plan.

@@ -204,8 +204,9 @@ func severity(s anycastv1.PrefixState) int {
 	}
 }
 
-// reportSessions lists the sessions of a claim's nodes with the state their agents report: for static peers every
-// (node, peer) pair, Unknown until reported; for provisioned sessions what the agents found.
+// reportSessions lists the sessions of a claim's nodes with the state their agents (or the cluster's BGP stack)
+// report: for static peers every (node, peer) pair, Unknown until reported; for provisioned sessions what the agents
+// found.
 func (p *planner) reportSessions(name string, info *claimInfo) {
 	r := p.out.Claims[name]
 	nodes := make([]string, 0, len(info.selected))
@@ -215,11 +216,15 @@ func (p *planner) reportSessions(name string, info *claimInfo) {
 	slices.Sort(nodes)
 	for _, node := range nodes {
 		var reported []anycastv1.NodeSessionStatus
-		if na := p.existing[node]; na != nil {
-			for _, s := range na.Status.Sessions {
-				if string(s.Claim) == name {
-					reported = append(reported, s)
-				}
+		source := p.in.BackendSessions[node]
+		if _, ok := p.in.BackendSessions[node]; !ok {
+			if na := p.existing[node]; na != nil {
+				source = na.Status.Sessions
+			}
+		}
+		for _, s := range source {
+			if string(s.Claim) == name || s.Claim == "" {
+				reported = append(reported, s)
 			}
 		}
 		var sessions []anycastv1.SessionStatus
@@ -233,6 +238,9 @@ func (p *planner) reportSessions(name string, info *claimInfo) {
 			}
 		} else {
 			for _, x := range reported {
+				if string(x.Claim) != name {
+					continue // a stack's session without a claim belongs to a static peer
+				}
 				sessions = append(sessions, anycastv1.SessionStatus{Node: node, PeerAddress: x.PeerAddress, PeerASN: x.PeerASN, LocalAddress: x.LocalAddress, State: x.State, Since: x.Since})
 			}
 		}

@@ -25,8 +25,8 @@ import (
 type Mode string
 
 const (
-	// Native is MetalLB's own BGP speaker: no AS-path prepend, no BFD, no graceful restart, and no keepaliveTime
-	// on a BGPPeer.
+	// Native is MetalLB's own BGP speaker: no AS-path prepend, no BFD, no graceful restart, and neither
+	// keepaliveTime nor connectTime on a BGPPeer (its speaker refuses such a peer: found by the real-speaker test).
 	Native Mode = "native"
 	// FRRK8s is the default mode of MetalLB v0.16 (FRR through frr-k8s).
 	FRRK8s Mode = "frr-k8s"
@@ -57,14 +57,11 @@ func AddToScheme(s *runtime.Scheme) error {
 	return metallbv1beta2.AddToScheme(s)
 }
 
-// Secrets reads a key of a Secret in the operator's namespace; ok is false when it does not exist.
-type Secrets func(name, key string) (value []byte, ok bool)
-
 // Translator writes into MetalLB's namespace.
 type Translator struct {
 	Namespace string // where MetalLB runs (metallb-system)
 	Mode      Mode
-	Secrets   Secrets
+	Secrets   backend.Secrets
 }
 
 // Translate returns the MetalLB objects for d.
@@ -99,11 +96,11 @@ func (t Translator) Translate(d backend.Desired) backend.Translation {
 }
 
 func (t Translator) meta(name, source string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Name: name, Namespace: t.Namespace, Labels: map[string]string{backend.SourceLabel: source}}
+	return backend.Meta(name, t.Namespace, source)
 }
 
 func poolName(r backend.Route) string {
-	return "anycast-" + r.Source + "-" + backend.Sanitize(r.Prefix.String())
+	return backend.Name("anycast", r.Source, backend.Sanitize(r.Prefix.String()))
 }
 
 // peer is the BGPPeer of a session, and the Secret carrying its password into MetalLB's namespace.
@@ -130,7 +127,11 @@ func (t Translator) peer(d backend.Desired, s backend.Session, tr *backend.Trans
 			}
 		}
 		if tm.ConnectRetry != nil {
-			p.Spec.ConnectTime = tm.ConnectRetry
+			if t.Mode == Native {
+				tr.Ignore(s.Claim, "timers.connectRetry (MetalLB native mode refuses connectTime)")
+			} else {
+				p.Spec.ConnectTime = tm.ConnectRetry
+			}
 		}
 	}
 	if s.Settings.EBGPMultihop != nil && *s.Settings.EBGPMultihop > 1 {
@@ -146,17 +147,12 @@ func (t Translator) peer(d backend.Desired, s backend.Session, tr *backend.Trans
 	if s.Settings.BFD != nil {
 		tr.Ignore(s.Claim, "bfd (not configured by the MetalLB backend yet)")
 	}
-	var secret *corev1.Secret
-	if ref := s.Peer.PasswordSecretRef; ref != nil {
-		value, ok := t.Secrets(ref.Name, ref.Key)
-		if !ok {
-			tr.Ignore(s.Claim, fmt.Sprintf("peer %s: Secret %s key %s not found; the session is not configured", s.Peer.Address, ref.Name, ref.Key))
-			return nil, nil, false
-		}
-		// MetalLB reads MD5 passwords from a basic-auth Secret in its own namespace: a copy, owned and labelled like
-		// the rest, under the session's name.
-		secret = &corev1.Secret{ObjectMeta: t.meta(s.Name()+"-md5", s.Claim), Type: corev1.SecretTypeBasicAuth,
-			Data: map[string][]byte{corev1.BasicAuthPasswordKey: value}}
+	// MetalLB reads MD5 passwords from a basic-auth Secret in its own namespace.
+	secret, ok := tr.PasswordSecret(s, t.Secrets, backend.Name(s.Name(), "md5"), t.Namespace, corev1.SecretTypeBasicAuth, corev1.BasicAuthPasswordKey)
+	if !ok {
+		return nil, nil, false
+	}
+	if secret != nil {
 		p.Spec.PasswordSecret = corev1.SecretReference{Name: secret.Name, Namespace: t.Namespace}
 	}
 	return p, secret, true
@@ -175,7 +171,7 @@ func (t Translator) advertisement(d backend.Desired, r backend.Route, peersOf ma
 		return nil
 	}
 	slices.Sort(peers)
-	adv := &metallbv1beta1.BGPAdvertisement{ObjectMeta: t.meta(poolName(r)+"-"+r.Variant(), r.Source), Spec: metallbv1beta1.BGPAdvertisementSpec{
+	adv := &metallbv1beta1.BGPAdvertisement{ObjectMeta: t.meta(backend.Name(poolName(r), r.Variant()), r.Source), Spec: metallbv1beta1.BGPAdvertisementSpec{
 		IPAddressPools: []string{poolName(r)},
 		Peers:          slices.Compact(peers),
 		NodeSelectors:  []metav1.LabelSelector{hostnameSelector(hosts)},

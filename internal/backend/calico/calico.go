@@ -1,0 +1,325 @@
+// Package calico translates the operator's desired state into Calico's projectcalico.org/v3 objects.
+//
+// Calico advertises the CIDRs of the cluster-wide BGPConfiguration "default" spec.serviceLoadBalancerIPs from every
+// node (with the default aggregation, without needing a Service), so an anycast prefix is one entry there, merged
+// with the entries others own. Which node sends it to which peer is decided per node and peer: every node gets a
+// BGPPeer per peer of its claims (spec.node), and each of those peers a BGPFilter of the node and claim that accepts
+// exactly the prefixes the node announces now and rejects everything else. A node withdraws a prefix by losing its
+// Accept rule; the final Reject is the claim's route-leak guard. Communities go to prefixAdvertisements: the
+// cluster-wide entry carries the attributes most announcing nodes use, and a node announcing with other attributes
+// (an attribute override, or Deprefer's GRACEFUL_SHUTDOWN) gets its own entries in its BGPConfiguration
+// "node.<name>". Session state comes from a CalicoNodeStatus per node.
+package calico
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+
+	calicov3 "github.com/projectcalico/api/pkg/apis/projectcalico/v3"
+	"github.com/projectcalico/api/pkg/lib/numorstring"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+
+	"github.com/anycast-operator/anycast-operator/internal/backend"
+	"github.com/anycast-operator/anycast-operator/internal/speaker"
+)
+
+// GlobalConfig is the name of Calico's cluster-wide BGPConfiguration; node-specific ones are "node.<node name>".
+const GlobalConfig = "default"
+
+// statusUpdatePeriod is how often calico-node refreshes the CalicoNodeStatus the backend reads sessions from.
+const statusUpdatePeriod = 10
+
+// AddToScheme registers Calico's v3 kinds.
+func AddToScheme(s *runtime.Scheme) error { return calicov3.AddToScheme(s) }
+
+// Translator writes Calico's cluster-scoped objects, and password Secrets into calico-node's namespace.
+type Translator struct {
+	// Namespace is calico-node's namespace (calico-system with the operator, kube-system with the manifests),
+	// where BGPPeer password Secrets must be.
+	Namespace string
+	Secrets   backend.Secrets
+}
+
+var (
+	bgpPeer          = calicov3.SchemeGroupVersion.WithKind(calicov3.KindBGPPeer)
+	bgpFilter        = calicov3.SchemeGroupVersion.WithKind(calicov3.KindBGPFilter)
+	bgpConfiguration = calicov3.SchemeGroupVersion.WithKind(calicov3.KindBGPConfiguration)
+	nodeStatus       = calicov3.SchemeGroupVersion.WithKind(calicov3.KindCalicoNodeStatus)
+)
+
+// Kinds are the kinds the backend owns whole objects of.
+func (t Translator) Kinds() []backend.Kind {
+	return []backend.Kind{
+		{GroupVersionKind: bgpPeer}, {GroupVersionKind: bgpFilter}, {GroupVersionKind: nodeStatus},
+		{GroupVersionKind: corev1.SchemeGroupVersion.WithKind("Secret"), Namespace: t.Namespace},
+	}
+}
+
+// SharedKinds are the kinds it shares objects of (BGPConfigurations).
+func (t Translator) SharedKinds() []schema.GroupVersionKind {
+	return []schema.GroupVersionKind{bgpConfiguration}
+}
+
+// Translate returns the Calico objects for d.
+func (t Translator) Translate(d backend.Desired) backend.Translation {
+	var tr backend.Translation
+	announced := announcedBy(d)
+	nodes := map[string]bool{}
+	filters := map[string]bool{}
+	for _, s := range d.Sessions {
+		var secret *corev1.Secret
+		secret, ok := tr.PasswordSecret(s, t.Secrets, backend.Name(s.Name(), "md5"), t.Namespace, corev1.SecretTypeOpaque, "password")
+		if !ok {
+			continue
+		}
+		if secret != nil {
+			tr.Objects = append(tr.Objects, secret)
+		}
+		ignoreSettings(s, &tr)
+		for _, node := range s.Nodes {
+			filter := filterName(s.Claim, node)
+			if !filters[filter] {
+				filters[filter] = true
+				tr.Objects = append(tr.Objects, exportFilter(filter, s.Claim, announced[node][s.Claim]))
+			}
+			tr.Objects = append(tr.Objects, peer(s, node, filter, secret))
+			if !nodes[node] {
+				nodes[node] = true
+				tr.Objects = append(tr.Objects, &calicov3.CalicoNodeStatus{ObjectMeta: backend.Meta(backend.Name("anycast", node), "", node),
+					Spec: calicov3.CalicoNodeStatusSpec{Node: node, Classes: []calicov3.NodeStatusClassType{calicov3.NodeStatusClassTypeBGP},
+						UpdatePeriodSeconds: ptr.To[uint32](statusUpdatePeriod)}})
+			}
+		}
+	}
+	t.advertise(d, &tr)
+	return tr
+}
+
+// announcedBy maps node → claim → the prefixes the node announces now over the claim's sessions.
+func announcedBy(d backend.Desired) map[string]map[string][]netip.Prefix {
+	out := map[string]map[string][]netip.Prefix{}
+	for _, r := range d.Routes {
+		for _, n := range r.Nodes {
+			if out[n] == nil {
+				out[n] = map[string][]netip.Prefix{}
+			}
+			for _, c := range r.BGP.Claims {
+				if !slices.Contains(out[n][c], r.Prefix) {
+					out[n][c] = append(out[n][c], r.Prefix)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func filterName(claim, node string) string { return backend.Name("anycast", claim, node) }
+
+// exportFilter accepts exactly prefixes and rejects every other route, in both families.
+func exportFilter(name, claim string, prefixes []netip.Prefix) *calicov3.BGPFilter {
+	f := &calicov3.BGPFilter{ObjectMeta: backend.Meta(name, "", claim)}
+	slices.SortFunc(prefixes, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Bits(), b.Bits())
+	})
+	for _, p := range prefixes {
+		if p.Addr().Is4() {
+			f.Spec.ExportV4 = append(f.Spec.ExportV4, calicov3.BGPFilterRuleV4{CIDR: p.String(), MatchOperator: calicov3.Equal, Action: calicov3.Accept})
+		} else {
+			f.Spec.ExportV6 = append(f.Spec.ExportV6, calicov3.BGPFilterRuleV6{CIDR: p.String(), MatchOperator: calicov3.Equal, Action: calicov3.Accept})
+		}
+	}
+	f.Spec.ExportV4 = append(f.Spec.ExportV4, calicov3.BGPFilterRuleV4{CIDR: "0.0.0.0/0", MatchOperator: calicov3.In, Action: calicov3.Reject})
+	f.Spec.ExportV6 = append(f.Spec.ExportV6, calicov3.BGPFilterRuleV6{CIDR: "::/0", MatchOperator: calicov3.In, Action: calicov3.Reject})
+	return f
+}
+
+// peer is the BGPPeer of one node and one peer of a claim.
+func peer(s backend.Session, node, filter string, secret *corev1.Secret) *calicov3.BGPPeer {
+	addr := netip.MustParseAddr(string(s.Peer.Address))
+	peerIP := addr.String()
+	if s.Peer.Port != nil && *s.Peer.Port != 179 {
+		peerIP = netip.AddrPortFrom(addr, uint16(*s.Peer.Port)).String()
+	}
+	p := &calicov3.BGPPeer{ObjectMeta: backend.Meta(backend.Name(s.Name(), node), "", s.Claim), Spec: calicov3.BGPPeerSpec{
+		Node:          node,
+		PeerIP:        peerIP,
+		ASNumber:      numorstring.ASNumber(s.Peer.ASN),
+		LocalASNumber: ptr.To(numorstring.ASNumber(s.Settings.LocalASN)),
+		Filters:       []string{filter},
+	}}
+	if s.Settings.GracefulRestart != nil {
+		p.Spec.MaxRestartTime = &metav1.Duration{Duration: s.Settings.GracefulRestart.RestartTime.Duration}
+	}
+	if secret != nil {
+		p.Spec.Password = &calicov3.BGPPassword{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: secret.Name}, Key: "password"}}
+	}
+	return p
+}
+
+// ignoreSettings records the claim settings this Calico API cannot carry.
+func ignoreSettings(s backend.Session, tr *backend.Translation) {
+	if tm := s.Settings.Timers; tm != nil && (tm.HoldTime != nil || tm.KeepaliveTime != nil || tm.ConnectRetry != nil) {
+		tr.Ignore(s.Claim, "timers (Calico's BGPPeer has no hold, keepalive or connect-retry time before v3.32; BIRD's defaults apply)")
+	}
+	if s.Settings.BFD != nil {
+		tr.Ignore(s.Claim, "bfd (Calico's v3 API has no BFD)")
+	}
+	if s.Settings.EBGPMultihop != nil {
+		tr.Ignore(s.Claim, "ebgpMultihop (Calico configures every external peer as multihop; there is no TTL to set)")
+	}
+}
+
+// advertise puts the announced prefixes into serviceLoadBalancerIPs of the cluster-wide configuration and their
+// communities into prefixAdvertisements: cluster-wide for the attributes most of a prefix's nodes use, per node for
+// the others.
+func (t Translator) advertise(d backend.Desired, tr *backend.Translation) {
+	type prefixKey struct{ source, prefix string }
+	variants := map[prefixKey][]backend.Route{}
+	var order []prefixKey
+	for _, r := range d.Routes {
+		k := prefixKey{r.Source, r.Prefix.String()}
+		if variants[k] == nil {
+			order = append(order, k)
+		}
+		variants[k] = append(variants[k], r)
+	}
+	global := []backend.SharedList{
+		{GVK: bgpConfiguration, Name: GlobalConfig, Path: []string{"spec", "serviceLoadBalancerIPs"}, Key: "cidr", Source: map[string]string{}},
+		{GVK: bgpConfiguration, Name: GlobalConfig, Path: []string{"spec", "prefixAdvertisements"}, Key: "cidr", Source: map[string]string{}},
+	}
+	perNode := map[string]*backend.SharedList{}
+	for _, k := range order {
+		routes := variants[k]
+		global[0].Entries = append(global[0].Entries, map[string]any{"cidr": k.prefix})
+		global[0].Source[k.prefix] = k.source
+		main := mainVariant(routes)
+		for i, r := range routes {
+			ignoreAttributes(r, tr)
+			communities := communitiesOf(r.BGP)
+			if i == main {
+				if len(communities) > 0 {
+					global[1].Entries = append(global[1].Entries, map[string]any{"cidr": k.prefix, "communities": communities})
+					global[1].Source[k.prefix] = k.source
+				}
+				continue
+			}
+			for _, n := range r.Nodes {
+				l := perNode[n]
+				if l == nil {
+					l = &backend.SharedList{GVK: bgpConfiguration, Name: "node." + n, Path: []string{"spec", "prefixAdvertisements"}, Key: "cidr", Source: map[string]string{}}
+					perNode[n] = l
+				}
+				// An empty list of communities still overrides the cluster-wide entry on this node.
+				l.Entries = append(l.Entries, map[string]any{"cidr": k.prefix, "communities": communities})
+				l.Source[k.prefix] = k.source
+			}
+		}
+	}
+	tr.Shared = append(tr.Shared, global...)
+	for _, n := range slices.Sorted(maps.Keys(perNode)) {
+		tr.Shared = append(tr.Shared, *perNode[n])
+	}
+}
+
+// mainVariant is the index of the route announced by the most nodes, not deprefered when possible.
+func mainVariant(routes []backend.Route) int {
+	best := 0
+	score := func(r backend.Route) int {
+		s := len(r.Nodes) * 2
+		if !r.Deprefered {
+			s += 1 << 20
+		}
+		return s
+	}
+	for i, r := range routes {
+		if score(r) > score(routes[best]) {
+			best = i
+		}
+	}
+	return best
+}
+
+func ignoreAttributes(r backend.Route, tr *backend.Translation) {
+	if r.BGP.LocalPref != nil {
+		tr.Ignore(r.Source, "localPreference (Calico has no per-prefix local preference)")
+	}
+	if r.BGP.MED != nil {
+		tr.Ignore(r.Source, "MED, including Deprefer's (Calico has no MED)")
+	}
+	if r.BGP.Prepend > 0 {
+		tr.Ignore(r.Source, "AS-path prepend, including Deprefer's (not in this Calico API; GRACEFUL_SHUTDOWN is still sent)")
+	}
+}
+
+// communitiesOf writes communities as Calico does: aa:nn and aa:nn:mm, as JSON values for an unstructured list.
+func communitiesOf(r speaker.Route) []any {
+	out := []any{}
+	for _, c := range r.Communities {
+		out = append(out, strconv.FormatUint(uint64(c>>16), 10)+":"+strconv.FormatUint(uint64(c&0xFFFF), 10))
+	}
+	for _, c := range r.LargeCommunities {
+		out = append(out, fmt.Sprintf("%d:%d:%d", c[0], c[1], c[2]))
+	}
+	return out
+}
+
+// SessionKinds are what calico-node reports sessions in.
+func (t Translator) SessionKinds() []schema.GroupVersionKind { return []schema.GroupVersionKind{nodeStatus} }
+
+// Sessions reads, per node, the BGP sessions calico-node reports in the CalicoNodeStatus objects the backend owns.
+// A node whose status has no BGP part yet reports nothing (its sessions stay Unknown).
+func (t Translator) Sessions(ctx context.Context, r client.Reader) (map[string][]anycastv1.NodeSessionStatus, error) {
+	var list calicov3.CalicoNodeStatusList
+	if err := r.List(ctx, &list, client.MatchingLabels{backend.ManagedByLabel: backend.ManagedBy}); err != nil {
+		return nil, fmt.Errorf("listing CalicoNodeStatus: %w", err)
+	}
+	out := map[string][]anycastv1.NodeSessionStatus{}
+	for _, st := range list.Items {
+		if st.Status.LastUpdated.IsZero() {
+			continue
+		}
+		var sessions []anycastv1.NodeSessionStatus
+		for _, p := range slices.Concat(st.Status.BGP.PeersV4, st.Status.BGP.PeersV6) {
+			if p.Type == calicov3.BGPPeerTypeNodeMesh {
+				continue
+			}
+			sessions = append(sessions, anycastv1.NodeSessionStatus{PeerAddress: p.PeerIP, State: sessionState(p.State)})
+		}
+		out[st.Spec.Node] = sessions
+	}
+	return out, nil
+}
+
+func sessionState(s calicov3.BGPSessionState) anycastv1.SessionState {
+	switch s {
+	case calicov3.BGPSessionStateIdle, calicov3.BGPSessionStateClose:
+		return anycastv1.SessionIdle
+	case calicov3.BGPSessionStateConnect:
+		return anycastv1.SessionConnect
+	case calicov3.BGPSessionStateActive:
+		return anycastv1.SessionActive
+	case calicov3.BGPSessionStateOpenSent:
+		return anycastv1.SessionOpenSent
+	case calicov3.BGPSessionStateOpenConfirm:
+		return anycastv1.SessionOpenConfirm
+	case calicov3.BGPSessionStateEstablished:
+		return anycastv1.SessionEstablished
+	}
+	return anycastv1.SessionUnknown
+}
