@@ -22,6 +22,8 @@ import (
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/controllers"
+	"github.com/anycast-operator/anycast-operator/internal/backend"
+	"github.com/anycast-operator/anycast-operator/internal/backend/calico"
 	"github.com/anycast-operator/anycast-operator/internal/backend/metallb"
 )
 
@@ -29,7 +31,7 @@ import (
 var version = "dev"
 
 // backends the --backend flag accepts; DESIGN.md §3 says what each can do.
-var backends = []string{"embedded", "bird", "metallb", "calico", "cilium"}
+var backends = []string{backend.Embedded, backend.BIRD, backend.MetalLB, backend.Calico, backend.Cilium}
 
 func main() {
 	if err := run(ctrl.SetupSignalHandler(), os.Args[1:]); err != nil {
@@ -41,20 +43,19 @@ func main() {
 // run runs the manager until ctx ends. The kubeconfig comes from KUBECONFIG, the in-cluster config or ~/.kube.
 func run(ctx context.Context, args []string) error {
 	var (
-		metricsAddr, probeAddr, namespace, backend string
-		metallbNamespace, metallbMode              string
-		leaderElect                                bool
-		workers                                    int
+		metricsAddr, probeAddr, namespace, backendName string
+		stack                                          stackOptions
+		leaderElect                                    bool
+		workers                                        int
 	)
 	flag := flag.NewFlagSet("manager", flag.ContinueOnError)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 turns it off.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one manager replica plans at a time.")
 	flag.StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "anycast-system"), "The operator's namespace: where referenced Secrets and the leader-election Lease live.")
-	flag.StringVar(&backend, "backend", "embedded", fmt.Sprintf("How prefixes reach BGP: one of %v.", backends))
+	flag.StringVar(&backendName, "backend", backend.Embedded, fmt.Sprintf("How prefixes reach BGP: one of %v.", backends))
 	flag.IntVar(&workers, "write-concurrency", 16, "Concurrent API writes of one plan.")
-	flag.StringVar(&metallbNamespace, "metallb-namespace", "metallb-system", "metallb backend: the namespace MetalLB runs in, where its objects go.")
-	flag.StringVar(&metallbMode, "metallb-mode", string(metallb.FRRK8s), "metallb backend: how MetalLB speaks BGP, frr-k8s (MetalLB's default) or native; native has no AS-path prepend, graceful restart or keepaliveTime.")
+	stack.bindFlags(flag)
 	opts := zap.Options{}
 	opts.BindFlags(flag)
 	if err := flag.Parse(args); err != nil {
@@ -63,22 +64,17 @@ func run(ctx context.Context, args []string) error {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("manager")
 
-	if !slices.Contains(backends, backend) {
-		return fmt.Errorf("--backend=%q: want one of %v", backend, backends)
+	if !slices.Contains(backends, backendName) {
+		return fmt.Errorf("--backend=%q: want one of %v", backendName, backends)
 	}
-
+	if err := stack.validate(); err != nil {
+		return err
+	}
 	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := anycastv1.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := metallb.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if metallbMode != string(metallb.FRRK8s) && metallbMode != string(metallb.Native) {
-		return fmt.Errorf("--metallb-mode=%q: want frr-k8s or native", metallbMode)
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, anycastv1.AddToScheme, metallb.AddToScheme, calico.AddToScheme} {
+		if err := add(scheme); err != nil {
+			return err
+		}
 	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
@@ -106,20 +102,22 @@ func run(ctx context.Context, args []string) error {
 		Namespace: namespace,
 		Workers:   workers,
 	}
-	switch backend {
-	case "metallb":
-		reader := mgr.GetClient()
-		planner.Backend = metallb.Translator{Namespace: metallbNamespace, Mode: metallb.Mode(metallbMode),
-			Secrets: func(name, key string) ([]byte, bool) {
-				var s corev1.Secret
-				if err := reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &s); err != nil {
-					return nil, false
-				}
-				v, ok := s.Data[key]
-				return v, ok
-			}}
-	case "calico", "cilium":
-		return fmt.Errorf("--backend=%s is not implemented yet (issue 5); use metallb, embedded or bird", backend)
+	reader := mgr.GetClient()
+	secrets := func(name, key string) ([]byte, bool) {
+		var s corev1.Secret
+		if err := reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &s); err != nil {
+			return nil, false
+		}
+		v, ok := s.Data[key]
+		return v, ok
+	}
+	if planner.Backend, err = stack.backend(backendName, secrets); err != nil {
+		return err
+	}
+	if planner.Backend != nil {
+		if err := servesKinds(mgr.GetRESTMapper(), backendName, planner.Backend); err != nil {
+			return err
+		}
 	}
 	if err := planner.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the planner: %w", err)
@@ -130,7 +128,7 @@ func run(ctx context.Context, args []string) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	log.Info("Starting manager", "version", version, "backend", backend, "namespace", namespace, "leaderElection", leaderElect)
+	log.Info("Starting manager", "version", version, "backend", backendName, "namespace", namespace, "leaderElection", leaderElect)
 	return mgr.Start(ctx)
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,6 +52,13 @@ func TestManagerBinary(t *testing.T) {
 
 	if err := run(ctx, []string{"--backend=nonsense"}); err == nil {
 		t.Fatal("an unknown backend was accepted")
+	}
+	// A stack whose CRDs the cluster does not serve is refused at start, with the reason.
+	for _, b := range []string{"metallb", "calico"} {
+		err := run(ctx, []string{"--backend=" + b, "--namespace=anycast-test", "--metrics-bind-address=0", "--health-probe-bind-address=0"})
+		if err == nil || !strings.Contains(err.Error(), "does not serve") {
+			t.Errorf("--backend=%s without its CRDs: %v", b, err)
+		}
 	}
 
 	runCtx, stop := context.WithCancel(ctx)

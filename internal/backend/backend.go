@@ -224,9 +224,14 @@ func shorten(s string, max int) string {
 	return strings.TrimRight(s[:max-len(sum)-1], "-.") + "-" + sum
 }
 
-// Meta is the metadata of an object made for source (an AnycastPrefix or BGPSessionClaim).
+// Meta is the metadata of an object made for source (an AnycastPrefix or BGPSessionClaim; "" for an object made for
+// a node).
 func Meta(name, namespace, source string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{SourceLabel: LabelValue(source)}}
+	m := metav1.ObjectMeta{Name: name, Namespace: namespace}
+	if source != "" {
+		m.Labels = map[string]string{SourceLabel: LabelValue(source)}
+	}
+	return m
 }
 
 // PasswordSecret copies the MD5 password of a session's peer into a Secret that the stack can read, in its

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -70,9 +71,9 @@ func MergeShared(ctx context.Context, c client.Client, lists []SharedList, kinds
 			if _, ok := byObject[k]; ok {
 				continue
 			}
-			for a := range item.GetAnnotations() {
+			for a, v := range item.GetAnnotations() {
 				if path, ok := strings.CutPrefix(a, ownedAnnotationPrefix); ok {
-					byObject[k] = append(byObject[k], SharedList{GVK: gvk, Name: item.GetName(), Path: strings.Split(path, ".")})
+					byObject[k] = append(byObject[k], SharedList{GVK: gvk, Name: item.GetName(), Path: strings.Split(path, "."), Key: parseOwned(v).Key})
 				}
 			}
 		}
@@ -116,10 +117,7 @@ func mergeObject(ctx context.Context, c client.Client, gvk schema.GroupVersionKi
 	ownsAny := false
 	for _, l := range lists {
 		path := strings.Join(l.Path, ".")
-		var previously []string
-		if v := annotations[ownedAnnotationPrefix+path]; v != "" {
-			_ = json.Unmarshal([]byte(v), &previously)
-		}
+		previously := parseOwned(annotations[ownedAnnotationPrefix+path]).Keys
 		live, _, _ := unstructured.NestedSlice(obj.Object, l.Path...)
 		var merged []any
 		others := map[string]bool{}
@@ -152,7 +150,7 @@ func mergeObject(ctx context.Context, c client.Client, gvk schema.GroupVersionKi
 			delete(annotations, ownedAnnotationPrefix+path)
 		} else {
 			sort.Strings(owned)
-			b, _ := json.Marshal(owned)
+			b, _ := json.Marshal(ownedEntries{Key: l.Key, Keys: owned})
 			annotations[ownedAnnotationPrefix+path] = string(b)
 			ownsAny = true
 		}
@@ -180,8 +178,8 @@ func mergeObject(ctx context.Context, c client.Client, gvk schema.GroupVersionKi
 			return false, fmt.Errorf("creating %s %s: %w", gvk.Kind, name, err)
 		}
 		return true, nil
-	case !ownsAny && annotations[createdByUsAnnotation] == createdByUsAnnotationV && emptySpec(obj):
-		// The operator created it and nothing else is in it: leave nothing behind.
+	case !ownsAny && annotations[createdByUsAnnotation] == createdByUsAnnotationV && onlyDefaults(ctx, c, obj):
+		// The operator created it and nothing but the API server's defaults is in it: leave nothing behind.
 		if err := c.Delete(ctx, obj, client.Preconditions{ResourceVersion: ptr.To(obj.GetResourceVersion())}); client.IgnoreNotFound(err) != nil {
 			return false, fmt.Errorf("deleting %s %s: %w", gvk.Kind, name, err)
 		}
@@ -199,9 +197,29 @@ func mergeObject(ctx context.Context, c client.Client, gvk schema.GroupVersionKi
 	return true, nil
 }
 
-func emptySpec(obj *unstructured.Unstructured) bool {
-	spec, _, _ := unstructured.NestedMap(obj.Object, "spec")
-	return len(spec) == 0
+// ownedEntries is the annotation recording the operator's entries of one list: the key field and their keys.
+type ownedEntries struct {
+	Key  string   `json:"key"`
+	Keys []string `json:"keys"`
+}
+
+func parseOwned(v string) ownedEntries {
+	var o ownedEntries
+	_ = json.Unmarshal([]byte(v), &o) // an unreadable annotation owns nothing: never remove what might be someone else's
+	return o
+}
+
+// onlyDefaults reports whether obj's spec is what the API server makes of an empty one (asked with a dry run).
+func onlyDefaults(ctx context.Context, c client.Client, obj *unstructured.Unstructured) bool {
+	probe := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{}}}
+	probe.SetGroupVersionKind(obj.GroupVersionKind())
+	probe.SetName(obj.GetName() + "-anycast-dry-run")
+	if err := c.Create(ctx, probe, client.DryRunAll); err != nil {
+		return false // keep it: an object that may hold someone's settings is never deleted on a guess
+	}
+	have, _, _ := unstructured.NestedMap(obj.Object, "spec")
+	empty, _, _ := unstructured.NestedMap(probe.Object, "spec")
+	return equality.Semantic.DeepEqual(have, empty) || (len(have) == 0 && len(empty) == 0)
 }
 
 func emptyToNil(m map[string]string) map[string]string {

@@ -97,7 +97,7 @@ func (t Translator) Translate(d backend.Desired) backend.Translation {
 			tr.Objects = append(tr.Objects, peer(s, node, filter, secret))
 			if !nodes[node] {
 				nodes[node] = true
-				tr.Objects = append(tr.Objects, &calicov3.CalicoNodeStatus{ObjectMeta: backend.Meta(backend.Name("anycast", node), "", node),
+				tr.Objects = append(tr.Objects, &calicov3.CalicoNodeStatus{ObjectMeta: backend.Meta(backend.Name("anycast", node), "", ""),
 					Spec: calicov3.CalicoNodeStatusSpec{Node: node, Classes: []calicov3.NodeStatusClassType{calicov3.NodeStatusClassTypeBGP},
 						UpdatePeriodSeconds: ptr.To[uint32](statusUpdatePeriod)}})
 			}
