@@ -280,7 +280,9 @@ func communitiesOf(r speaker.Route) []any {
 }
 
 // SessionKinds are what calico-node reports sessions in.
-func (t Translator) SessionKinds() []schema.GroupVersionKind { return []schema.GroupVersionKind{nodeStatus} }
+func (t Translator) SessionKinds() []schema.GroupVersionKind {
+	return []schema.GroupVersionKind{nodeStatus}
+}
 
 // Sessions reads, per node, the BGP sessions calico-node reports in the CalicoNodeStatus objects the backend owns.
 // A node whose status has no BGP part yet reports nothing (its sessions stay Unknown).
