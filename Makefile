@@ -11,6 +11,9 @@ SHELL := /usr/bin/env bash -o pipefail
 
 K8S_VERSION ?= 1.37.2
 ENVTEST_ASSETS ?= $(CURDIR)/bin/k8s/$(K8S_VERSION)
+METALLB_VERSION ?= 0.16.1
+METALLB_SPEAKER_DIR ?= $(CURDIR)/bin/metallb/$(METALLB_VERSION)
+TEST_ENV = KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) METALLB_SPEAKER=$(METALLB_SPEAKER_DIR)/speaker
 CONTROLLER_GEN := go tool controller-gen
 STATICCHECK_VERSION ?= v0.8.2
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -61,9 +64,13 @@ lint: fmt-check vet ## gofmt, go vet and staticcheck.
 envtest-assets: ## Build kube-apiserver, etcd and kubectl from the Go module proxy into bin/k8s/ (cached).
 	K8S_VERSION=$(K8S_VERSION) ENVTEST_ASSETS_DIR=$(ENVTEST_ASSETS) hack/build-envtest-assets.sh
 
+.PHONY: metallb-speaker
+metallb-speaker: ## Build MetalLB's speaker from the Go module proxy into bin/metallb/ (cached), for the real-speaker test.
+	METALLB_VERSION=$(METALLB_VERSION) METALLB_SPEAKER_DIR=$(METALLB_SPEAKER_DIR) hack/build-metallb-speaker.sh
+
 .PHONY: test
-test: verify-gen lint envtest-assets ## All tests, including those against a real API server, and demo-check.
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/demo) -count=1
+test: verify-gen lint envtest-assets metallb-speaker ## All tests, including those against a real API server, and demo-check.
+	$(TEST_ENV) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/demo) -count=1
 	$(MAKE) --no-print-directory demo-check
 
 .PHONY: demo-check
@@ -77,11 +84,11 @@ demo: envtest-assets build ## Run the product on this machine, live (Ctrl-C stop
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) bin/demo --bin-dir bin
 
 .PHONY: bench
-bench: envtest-assets ## Benchmarks; figures go to docs/performance.md.
+bench: envtest-assets metallb-speaker ## Benchmarks; figures go to docs/performance.md.
 	go test ./internal/plan/ -run '^$$' -bench . -benchmem -count=5
 	go test ./internal/speaker/embedded/ -run '^$$' -bench DecisionToRouter -benchtime=2000x -count=3
 	go test ./internal/speaker/bird/ -run '^$$' -bench DecisionToRouter -benchtime=300x -count=2
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/e2e/ -run '^$$' -bench ServiceDeath -benchtime=20x -timeout 10m
+	$(TEST_ENV) go test ./test/e2e/ -run '^$$' -bench ServiceDeath -benchtime=20x -timeout 10m
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/bench/ -run '^$$' -bench ColdConvergence -benchtime=3x -timeout 30m
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/bench/ -run '^$$' -bench AgentFootprint -benchtime=1x -timeout 10m
 

@@ -48,6 +48,9 @@ type Desired struct {
 	// Routes are one per AnycastPrefix, prefix and way of announcing it, with the nodes announcing it that way now.
 	// A prefix no node announces has no route.
 	Routes []Route
+	// Planned are the prefixes planned on some node, announced or not: the stack's address pools follow them, so
+	// that a withdrawal never removes the pool a Service's address comes from.
+	Planned []PlannedPrefix
 	// Hostnames maps node names to their kubernetes.io/hostname label, which the stacks' node selectors match.
 	Hostnames map[string]string
 }
@@ -73,6 +76,12 @@ type Route struct {
 	Attributes *anycastv1.BGPAttributes
 	Deprefered bool
 	Nodes      []string
+}
+
+// PlannedPrefix is one prefix of an AnycastPrefix.
+type PlannedPrefix struct {
+	Source string
+	Prefix netip.Prefix
 }
 
 // Variant names the way a route is announced (its attributes and deprefer), stable across plans.
@@ -111,6 +120,7 @@ func Compute(planned map[string]anycastv1.NodeAnnouncementSpec, reported []anyca
 	}
 	sessions := map[string]*Session{}
 	routes := map[string]*Route{}
+	plannedPrefixes := map[string]PlannedPrefix{}
 	for _, node := range sortedKeys(planned) {
 		spec := planned[node]
 		for _, ns := range spec.Sessions {
@@ -135,13 +145,14 @@ func Compute(planned map[string]anycastv1.NodeAnnouncementSpec, reported []anyca
 				claims[i] = string(c)
 			}
 			for _, gp := range g.Prefixes {
-				state := states[node][string(gp.Prefix)]
-				if state != anycastv1.PrefixAnnounced && state != anycastv1.PrefixDeprefered {
-					continue
-				}
 				pfx, err := netip.ParsePrefix(string(gp.Prefix))
 				if err != nil || pfx.Bits() == 0 || pfx != pfx.Masked() {
 					continue // never announce what the planner would not have planned
+				}
+				plannedPrefixes[gp.Source+"/"+pfx.String()] = PlannedPrefix{Source: gp.Source, Prefix: pfx}
+				state := states[node][string(gp.Prefix)]
+				if state != anycastv1.PrefixAnnounced && state != anycastv1.PrefixDeprefered {
+					continue
 				}
 				deprefer := state == anycastv1.PrefixDeprefered
 				bgp, err := speaker.RouteFor(pfx, claims, g.Attributes, deprefer)
@@ -162,6 +173,9 @@ func Compute(planned map[string]anycastv1.NodeAnnouncementSpec, reported []anyca
 	}
 	for _, k := range sortedKeys(routes) {
 		d.Routes = append(d.Routes, *routes[k])
+	}
+	for _, k := range sortedKeys(plannedPrefixes) {
+		d.Planned = append(d.Planned, plannedPrefixes[k])
 	}
 	return d
 }

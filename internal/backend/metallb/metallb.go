@@ -7,6 +7,7 @@ package metallb
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -79,15 +80,14 @@ func (t Translator) Translate(d backend.Desired) backend.Translation {
 			tr.Objects = append(tr.Objects, secret)
 		}
 	}
-	pools := map[string]bool{}
+	// A pool per planned prefix, whether announced or not: MetalLB refuses a whole new configuration while a
+	// Service holds an address of no pool, and would then keep announcing what was just withdrawn (found by the
+	// real-speaker test).
+	for _, p := range d.Planned {
+		tr.Objects = append(tr.Objects, &metallbv1beta1.IPAddressPool{ObjectMeta: t.meta(poolName(p.Source, p.Prefix), p.Source),
+			Spec: metallbv1beta1.IPAddressPoolSpec{Addresses: []string{p.Prefix.String()}, AutoAssign: ptr.To(false)}})
+	}
 	for _, r := range d.Routes {
-		pool := t.meta(poolName(r), r.Source)
-		if !pools[pool.Name] {
-			pools[pool.Name] = true
-			tr.Objects = append(tr.Objects, &metallbv1beta1.IPAddressPool{ObjectMeta: pool, Spec: metallbv1beta1.IPAddressPoolSpec{
-				Addresses: []string{r.Prefix.String()}, AutoAssign: ptr.To(false),
-			}})
-		}
 		if adv := t.advertisement(d, r, peersOf, &tr); adv != nil {
 			tr.Objects = append(tr.Objects, adv)
 		}
@@ -99,8 +99,8 @@ func (t Translator) meta(name, source string) metav1.ObjectMeta {
 	return backend.Meta(name, t.Namespace, source)
 }
 
-func poolName(r backend.Route) string {
-	return backend.Name("anycast", r.Source, backend.Sanitize(r.Prefix.String()))
+func poolName(source string, prefix netip.Prefix) string {
+	return backend.Name("anycast", source, backend.Sanitize(prefix.String()))
 }
 
 // peer is the BGPPeer of a session, and the Secret carrying its password into MetalLB's namespace.
@@ -171,8 +171,8 @@ func (t Translator) advertisement(d backend.Desired, r backend.Route, peersOf ma
 		return nil
 	}
 	slices.Sort(peers)
-	adv := &metallbv1beta1.BGPAdvertisement{ObjectMeta: t.meta(backend.Name(poolName(r), r.Variant()), r.Source), Spec: metallbv1beta1.BGPAdvertisementSpec{
-		IPAddressPools: []string{poolName(r)},
+	adv := &metallbv1beta1.BGPAdvertisement{ObjectMeta: t.meta(backend.Name(poolName(r.Source, r.Prefix), r.Variant()), r.Source), Spec: metallbv1beta1.BGPAdvertisementSpec{
+		IPAddressPools: []string{poolName(r.Source, r.Prefix)},
 		Peers:          slices.Compact(peers),
 		NodeSelectors:  []metav1.LabelSelector{hostnameSelector(hosts)},
 	}}

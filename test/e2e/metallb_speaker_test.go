@@ -1,0 +1,202 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/internal/backend/metallb"
+	"github.com/anycast-operator/anycast-operator/internal/speaker"
+	"github.com/anycast-operator/anycast-operator/internal/speaker/bgptest"
+	"github.com/anycast-operator/anycast-operator/internal/testenv"
+)
+
+// metallbSpeakerBinary is MetalLB's speaker, built from its Go module by hack/build-metallb-speaker.sh
+// (make metallb-speaker; make test builds it first and passes its path in METALLB_SPEAKER).
+func metallbSpeakerBinary(t testing.TB) string {
+	t.Helper()
+	path := os.Getenv("METALLB_SPEAKER")
+	if path == "" {
+		root, err := testenv.RepoRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		path = filepath.Join(root, "bin", "metallb", "0.16.1", "speaker")
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("MetalLB's speaker not found at %s: run `make metallb-speaker` (builds it from the Go module proxy)", path)
+	}
+	return path
+}
+
+// lowPort returns a free port MetalLB's BGPPeer accepts (1-16384).
+func lowPort(t testing.TB, addr netip.Addr) int {
+	t.Helper()
+	for p := 10000 + os.Getpid()%6000; p < 16384; p += 7 {
+		l, err := net.Listen("tcp", netip.AddrPortFrom(addr, uint16(p)).String())
+		if err == nil {
+			_ = l.Close()
+			return p
+		}
+	}
+	t.Fatal("no free port below 16384")
+	return 0
+}
+
+// metallbSpeakerSetup is one node whose agent decides and reports, the manager with the MetalLB backend, MetalLB's
+// own speaker for that node (native BGP mode), a LoadBalancer Service holding an address of the anycast pool with a
+// ready endpoint, and an upstream router on loopback.
+type metallbSpeakerSetup struct {
+	k8s     client.Client
+	router  *bgptest.Router
+	service *nodeService
+	prefix  netip.Prefix
+}
+
+func startMetalLBSpeakerSetup(t *testing.T) *metallbSpeakerSetup {
+	ctx := context.Background()
+	dir, err := testenv.ModuleDir("go.universe.tf/metallb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := metallbSpeakerBinary(t)
+	env, _ := startCluster(t, testenv.WithCRDs(filepath.Join(dir, "config", "crd", "bases")))
+	if err := metallb.AddToScheme(env.Scheme); err != nil {
+		t.Fatal(err)
+	}
+	k8s, err := client.New(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The speaker dials from 127.0.0.1 (it has no sourceAddress, which would have to exist on an interface).
+	routerAddr := netip.MustParseAddr("127.0.0.10")
+	router, err := bgptest.New(routerAddr, lowPort(t, routerAddr), 65000, map[netip.Addr]uint32{netip.MustParseAddr("127.0.0.1"): 64512}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(router.Close)
+	node, nodeAddr := "edge-1", netip.MustParseAddr("127.0.0.2")
+	port, services := startNodeServices(t, nodeAddr)
+	prefix := netip.MustParsePrefix("198.51.100.0/24")
+
+	claim := &anycastv1.BGPSessionClaim{ObjectMeta: metav1.ObjectMeta{Name: "edge"}}
+	claim.Spec.LocalASN = 64512
+	claim.Spec.Static = &anycastv1.StaticSessions{Peers: []anycastv1.BGPPeer{{Address: anycastv1.IPAddress(routerAddr.String()), ASN: 65000, Port: ptr.To(int32(router.Port))}}}
+	claim.Spec.Timers = &anycastv1.BGPTimers{HoldTime: &metav1.Duration{Duration: 9 * time.Second}, KeepaliveTime: &metav1.Duration{Duration: 3 * time.Second},
+		ConnectRetry: &metav1.Duration{Duration: time.Second}}
+	ap := &anycastv1.AnycastPrefix{ObjectMeta: metav1.ObjectMeta{Name: "dns"}}
+	ap.Spec.Prefixes = []anycastv1.CIDR{anycastv1.CIDR(prefix.String())}
+	ap.Spec.SessionClaims = []anycastv1.LocalObjectName{"edge"}
+	ap.Spec.HealthPolicyRef = &anycastv1.ObjectReference{Name: "web"}
+	ap.Spec.Attributes = &anycastv1.BGPAttributes{Communities: []anycastv1.Community{"64512:100"}}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "dns", Namespace: "default"}, Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeLoadBalancer, ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyCluster,
+		Ports: []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt32(53)}},
+	}}
+	create(t, k8s, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "metallb-system"}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{corev1.LabelHostname: node}}},
+		// The speaker reads its own Pod at start-up.
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "speaker-" + node, Namespace: "metallb-system"},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "speaker", Image: "quay.io/metallb/speaker:v0.16.1"}}}},
+		claim, ap, fastPolicy("web", fmt.Sprintf("http://$(NODE_IP):%d/healthz", port), 1), svc,
+		&discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "dns-1", Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: "dns"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}, NodeName: ptr.To(node)}},
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("dns"), Port: ptr.To[int32](53), Protocol: ptr.To(corev1.ProtocolUDP)}}})
+	// MetalLB's controller would assign the address; the test plays it.
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.53"}}
+	if err := k8s.Status().Update(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+
+	startManagerWith(t, env, metallb.Translator{Namespace: "metallb-system", Mode: metallb.Native,
+		Secrets: func(string, string) ([]byte, bool) { return nil, false }})
+	startAgentWith(t, env, node, nodeAddr, speaker.Delegated{}, testr.NewWithOptions(t, testr.Options{Verbosity: 0}))
+
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := env.WriteKubeconfig(kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(t.TempDir(), "speaker.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--node-name", node, "--pod-name", "speaker-"+node, "--namespace", "metallb-system",
+		"--port", fmt.Sprint(lowPort(t, netip.MustParseAddr("127.0.0.1"))+1), "--health-probe-port", fmt.Sprint(bgptest.FreePort(t, netip.MustParseAddr("127.0.0.1"))),
+		"--log-level", "info")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "METALLB_BGP_TYPE=native")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		_ = logFile.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("MetalLB speaker log:\n%s", tail(string(b), 40))
+		}
+	})
+	return &metallbSpeakerSetup{k8s: k8s, router: router, service: services[0], prefix: prefix}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+func (s *metallbSpeakerSetup) waitPaths(t testing.TB, what string, n int) []bgptest.Path {
+	t.Helper()
+	var got []bgptest.Path
+	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 90*time.Second, true, func(context.Context) (bool, error) {
+		got = s.router.Paths(s.prefix)
+		return len(got) == n, nil
+	})
+	if err != nil {
+		t.Fatalf("%s: the router holds %v", what, got)
+	}
+	return got
+}
+
+// TestRealMetalLBSpeaker: the prefix reaches the router through MetalLB's own speaker, and leaves it when the
+// node's health fails.
+func TestRealMetalLBSpeaker(t *testing.T) {
+	s := startMetalLBSpeakerSetup(t)
+	got := s.waitPaths(t, "MetalLB's speaker announces the anycast prefix", 1)[0]
+	if got.Prefix != s.prefix.String() || got.NextHop != "127.0.0.1" || !slices.Contains(got.Communities, 64512<<16|100) {
+		t.Errorf("the router received %s", got)
+	}
+	s.service.healthy.Store(false)
+	s.waitPaths(t, "the node's health fails: MetalLB's speaker withdraws", 0)
+	s.service.healthy.Store(true)
+	s.waitPaths(t, "the node recovers: announced again", 1)
+}
