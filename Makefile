@@ -26,8 +26,8 @@ all: build
 ##@ Generate
 
 .PHONY: generate
-generate: ## DeepCopy methods of the API types.
-	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+generate: ## DeepCopy methods of the API types and of the local Cilium types.
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/... paths=./internal/backend/cilium/ciliumv2/...
 
 .PHONY: manifests
 manifests: ## CRDs and the manager's RBAC role from the Go markers.
@@ -36,9 +36,9 @@ manifests: ## CRDs and the manager's RBAC role from the Go markers.
 
 .PHONY: verify-gen
 verify-gen: generate manifests ## Regenerate and fail if anything differs from what is committed.
-	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
+	@if [ -n "$$(git status --porcelain -- api config internal/backend/cilium/ciliumv2)" ]; then \
 	  echo "Generated files are out of date; run 'make generate manifests' and commit:"; \
-	  git status --porcelain -- api config; git --no-pager diff --stat -- api config; exit 1; fi
+	  git status --porcelain -- api config internal/backend/cilium/ciliumv2; git --no-pager diff --stat -- api config internal/backend/cilium/ciliumv2; exit 1; fi
 
 ##@ Check
 

@@ -51,12 +51,28 @@ func (r *PlannerReconciler) readBackendSessions(ctx context.Context, in *plan.In
 	return nil
 }
 
+// Desired is what a backend is asked to make true for the cluster state in.
+func Desired(in plan.Input) backend.Desired { return desired(in, plan.Compute(in)) }
+
+func desired(in plan.Input, out plan.Output) backend.Desired {
+	return backend.Compute(out.Announcements, in.Announcements, in.Nodes)
+}
+
+// ReadInput reads the plan's input as a reconcile does, from the client (tests use it to see what the backend was
+// asked for).
+func (r *PlannerReconciler) ReadInput(ctx context.Context) (plan.Input, error) {
+	in, err := r.read(ctx)
+	if err != nil || r.Backend == nil {
+		return in, err
+	}
+	return in, r.readBackendSessions(ctx, &in)
+}
+
 // applyBackend writes the backend's objects for the plan and the agents' reports, then moves the finalizers: every
 // AnycastPrefix and BGPSessionClaim holds one while the backend may have objects for it, and loses it once they are
 // gone.
 func (r *PlannerReconciler) applyBackend(ctx context.Context, in plan.Input, out plan.Output) error {
-	desired := backend.Compute(out.Announcements, in.Announcements, in.Nodes)
-	tr := r.Backend.Translate(desired)
+	tr := r.Backend.Translate(desired(in, out))
 	writes, err := backend.Sync(ctx, r.Client, FieldOwner, tr.Objects, r.Backend.Kinds())
 	if sb, ok := r.Backend.(SharingBackend); ok && err == nil {
 		var shared int

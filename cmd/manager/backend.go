@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/anycast-operator/anycast-operator/controllers"
 	"github.com/anycast-operator/anycast-operator/internal/backend"
 	"github.com/anycast-operator/anycast-operator/internal/backend/calico"
+	"github.com/anycast-operator/anycast-operator/internal/backend/cilium"
 	"github.com/anycast-operator/anycast-operator/internal/backend/metallb"
 )
 
@@ -18,11 +18,13 @@ import (
 type stackOptions struct {
 	metallbNamespace, metallbMode string
 	calicoNamespace               string
+	ciliumSecretsNamespace        string
 }
 
 func (o *stackOptions) bindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.metallbNamespace, "metallb-namespace", "metallb-system", "metallb backend: the namespace MetalLB runs in, where its objects go.")
 	fs.StringVar(&o.metallbMode, "metallb-mode", string(metallb.FRRK8s), "metallb backend: how MetalLB speaks BGP, frr-k8s (MetalLB's default) or native; native has no AS-path prepend, graceful restart or keepaliveTime.")
+	fs.StringVar(&o.ciliumSecretsNamespace, "cilium-secrets-namespace", "kube-system", "cilium backend: Cilium's BGP secrets namespace (Helm bgpControlPlane.secretsNamespace.name), where peer password Secrets must be.")
 	fs.StringVar(&o.calicoNamespace, "calico-namespace", "calico-system", "calico backend: calico-node's namespace (kube-system for manifest installs), where BGPPeer password Secrets must be.")
 }
 
@@ -41,7 +43,7 @@ func (o *stackOptions) backend(name string, secrets backend.Secrets) (controller
 	case backend.Calico:
 		return calico.Translator{Namespace: o.calicoNamespace, Secrets: secrets}, nil
 	case backend.Cilium:
-		return nil, errors.New("--backend=cilium is not implemented yet; use metallb, calico, embedded or bird")
+		return cilium.Translator{SecretsNamespace: o.ciliumSecretsNamespace, Secrets: secrets}, nil
 	}
 	return nil, nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/anycast-operator/anycast-operator/controllers"
 	"github.com/anycast-operator/anycast-operator/internal/backend"
 	"github.com/anycast-operator/anycast-operator/internal/backend/calico"
+	"github.com/anycast-operator/anycast-operator/internal/backend/cilium"
 	"github.com/anycast-operator/anycast-operator/internal/backend/metallb"
 )
 
@@ -71,7 +72,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, anycastv1.AddToScheme, metallb.AddToScheme, calico.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, anycastv1.AddToScheme, metallb.AddToScheme, calico.AddToScheme, cilium.AddToScheme} {
 		if err := add(scheme); err != nil {
 			return err
 		}

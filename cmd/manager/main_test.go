@@ -54,7 +54,7 @@ func TestManagerBinary(t *testing.T) {
 		t.Fatal("an unknown backend was accepted")
 	}
 	// A stack whose CRDs the cluster does not serve is refused at start, with the reason.
-	for _, b := range []string{"metallb", "calico"} {
+	for _, b := range []string{"metallb", "calico", "cilium"} {
 		err := run(ctx, []string{"--backend=" + b, "--namespace=anycast-test", "--metrics-bind-address=0", "--health-probe-bind-address=0"})
 		if err == nil || !strings.Contains(err.Error(), "does not serve") {
 			t.Errorf("--backend=%s without its CRDs: %v", b, err)

@@ -105,7 +105,7 @@ func apply(ctx context.Context, c client.Client, owner string, u *unstructured.U
 		if live.GetLabels()[ManagedByLabel] != ManagedBy {
 			return false, fmt.Errorf("%s %s exists and is not managed by %s; rename or remove it", u.GetKind(), client.ObjectKeyFromObject(u), ManagedBy)
 		}
-		if live.GetAnnotations()[HashAnnotation] == hash && contains(live.Object, u.Object) {
+		if live.GetAnnotations()[HashAnnotation] == hash && Contains(live.Object, u.Object) {
 			return false, nil
 		}
 	}
@@ -154,9 +154,9 @@ func objectKey(u client.Object) string {
 	return gvk.Group + "/" + gvk.Kind + "/" + u.GetNamespace() + "/" + u.GetName()
 }
 
-// contains reports whether every field of want is in have with the same value (have may hold more: defaults,
+// Contains reports whether every field of want is in have with the same value (have may hold more: defaults,
 // other owners' fields).
-func contains(have, want any) bool {
+func Contains(have, want any) bool {
 	switch w := want.(type) {
 	case map[string]any:
 		if len(w) == 0 && have == nil {
@@ -167,7 +167,7 @@ func contains(have, want any) bool {
 			return false
 		}
 		for k, v := range w {
-			if !contains(h[k], v) {
+			if !Contains(h[k], v) {
 				return false
 			}
 		}
@@ -181,7 +181,7 @@ func contains(have, want any) bool {
 			return false
 		}
 		for i := range w {
-			if !contains(h[i], w[i]) {
+			if !Contains(h[i], w[i]) {
 				return false
 			}
 		}

@@ -18,6 +18,9 @@ const (
 	MetalLBModule = "go.universe.tf/metallb"
 	CalicoModule  = "github.com/projectcalico/api"
 	CiliumModule  = "github.com/cilium/cilium"
+	// CiliumVersion is the Cilium whose CRDs the tests install (and whose Go types test/upstream compares the local
+	// ones with). The main module does not depend on Cilium, so the version is named here.
+	CiliumVersion = "v1.20.2"
 )
 
 // MetalLBCRDs is the directory of MetalLB's CRDs in its module.
@@ -31,7 +34,7 @@ func MetalLBCRDs() (string, error) {
 
 // CiliumCRDs is the directory of Cilium's cilium.io/v2 CRDs in its module.
 func CiliumCRDs() (string, error) {
-	dir, err := ModuleDir(CiliumModule)
+	dir, err := ModuleDir(CiliumModule + "@" + CiliumVersion)
 	if err != nil {
 		return "", err
 	}

@@ -353,3 +353,41 @@ func Scheme(t testing.TB, addToScheme func(*runtime.Scheme) error) *runtime.Sche
 	}
 	return s
 }
+
+// Written fails the test unless every object of tr exists with every field the translation set: a field the
+// stack's CRD schema does not know would have been pruned (or the object refused).
+func (c *Cluster) Written(tr backend.Translation) {
+	c.t.Helper()
+	for _, o := range tr.Objects {
+		want, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		delete(want, "status")
+		delete(want["metadata"].(map[string]any), "creationTimestamp")
+		gvks, _, err := c.Client.Scheme().ObjectKinds(o)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		live := &unstructured.Unstructured{}
+		live.SetGroupVersionKind(gvks[0])
+		if err := c.Client.Get(context.Background(), client.ObjectKeyFromObject(o), live); err != nil {
+			c.t.Errorf("%s %s: %v", gvks[0].Kind, o.GetName(), err)
+			continue
+		}
+		if !backend.Contains(live.Object, want) {
+			c.t.Errorf("%s %s lost fields on the way through the API server:\nwrote %v\nread  %v", gvks[0].Kind, o.GetName(), want, live.Object)
+		}
+	}
+}
+
+// Translate is the planner's backend's translation of the cluster as it is now (what the last reconcile applied).
+func (c *Cluster) Translate() backend.Translation {
+	c.t.Helper()
+	ctx := context.Background()
+	in, err := c.Planner.ReadInput(ctx)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return c.Planner.Backend.Translate(controllers.Desired(in))
+}
