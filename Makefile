@@ -71,6 +71,7 @@ metallb-speaker: ## Build MetalLB's speaker from the Go module proxy into bin/me
 .PHONY: test
 test: verify-gen lint envtest-assets metallb-speaker ## All tests, including those against a real API server, and demo-check.
 	$(TEST_ENV) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/demo) -count=1
+	cd test/upstream && go vet ./... && go test $(GO_TEST_FLAGS) ./... -count=1
 	$(MAKE) --no-print-directory demo-check
 
 .PHONY: demo-check
