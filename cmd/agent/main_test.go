@@ -15,7 +15,8 @@ func TestAgentLinksNoKubernetesBGPStack(t *testing.T) {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
 	for _, pkg := range strings.Fields(string(out)) {
-		for _, banned := range []string{"go.universe.tf/metallb", "github.com/projectcalico", "github.com/cilium/cilium"} {
+		for _, banned := range []string{"go.universe.tf/metallb", "github.com/projectcalico", "github.com/cilium/cilium",
+			"github.com/anycast-operator/anycast-operator/internal/backend"} {
 			if strings.HasPrefix(pkg, banned) {
 				t.Errorf("the agent links %s", pkg)
 			}

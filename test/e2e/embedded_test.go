@@ -66,7 +66,8 @@ func startManager(t testing.TB, env *testenv.Env) {
 }
 
 // startManagerWith runs the manager with a Kubernetes BGP stack backend (nil: the agents announce).
-func startManagerWith(t testing.TB, env *testenv.Env, backend controllers.Backend) {
+// It returns a function that stops it (it stops at the end of the test anyway).
+func startManagerWith(t testing.TB, env *testenv.Env, backend controllers.Backend) (stop func()) {
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		// The last scenario kills the API server; do not wait for it at shutdown.
@@ -81,7 +82,9 @@ func startManagerWith(t testing.TB, env *testenv.Env, backend controllers.Backen
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = mgr.Start(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
 }
 
 func startAgent(t testing.TB, env *testenv.Env, node string, addr netip.Addr, log logr.Logger) {

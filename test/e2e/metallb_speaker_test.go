@@ -23,6 +23,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
+
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/backend/metallb"
 	"github.com/anycast-operator/anycast-operator/internal/speaker"
@@ -66,13 +68,24 @@ func lowPort(t testing.TB, addr netip.Addr) int {
 // own speaker for that node (native BGP mode), a LoadBalancer Service holding an address of the anycast pool with a
 // ready endpoint, and an upstream router on loopback.
 type metallbSpeakerSetup struct {
-	k8s     client.Client
-	router  *bgptest.Router
-	service *nodeService
-	prefix  netip.Prefix
+	k8s         client.Client
+	router      *bgptest.Router
+	service     *nodeService
+	prefix      netip.Prefix
+	node        string
+	stopManager func()
 }
 
-func startMetalLBSpeakerSetup(t *testing.T) *metallbSpeakerSetup {
+// decider says who makes the node's decisions: its agent, probing the service, or the benchmark, writing the
+// NodeAnnouncement status as the agent would.
+type decider int
+
+const (
+	agentDecides decider = iota
+	benchmarkDecides
+)
+
+func startMetalLBSpeakerSetup(t testing.TB, who decider) *metallbSpeakerSetup {
 	ctx := context.Background()
 	dir, err := testenv.ModuleDir("go.universe.tf/metallb")
 	if err != nil {
@@ -128,9 +141,11 @@ func startMetalLBSpeakerSetup(t *testing.T) *metallbSpeakerSetup {
 		t.Fatal(err)
 	}
 
-	startManagerWith(t, env, metallb.Translator{Namespace: "metallb-system", Mode: metallb.Native,
+	stopManager := startManagerWith(t, env, metallb.Translator{Namespace: "metallb-system", Mode: metallb.Native,
 		Secrets: func(string, string) ([]byte, bool) { return nil, false }})
-	startAgentWith(t, env, node, nodeAddr, speaker.Delegated{}, testr.NewWithOptions(t, testr.Options{Verbosity: 0}))
+	if who == agentDecides {
+		startAgentWith(t, env, node, nodeAddr, speaker.Delegated{}, testr.NewWithInterface(t, testr.Options{Verbosity: 0}))
+	}
 
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := env.WriteKubeconfig(kubeconfig); err != nil {
@@ -166,7 +181,7 @@ func startMetalLBSpeakerSetup(t *testing.T) *metallbSpeakerSetup {
 			t.Logf("MetalLB speaker log:\n%s", tail(string(b), 40))
 		}
 	})
-	return &metallbSpeakerSetup{k8s: k8s, router: router, service: services[0], prefix: prefix}
+	return &metallbSpeakerSetup{k8s: k8s, router: router, service: services[0], prefix: prefix, node: node, stopManager: stopManager}
 }
 
 func tail(s string, n int) string {
@@ -190,7 +205,7 @@ func (s *metallbSpeakerSetup) waitPaths(t testing.TB, what string, n int) []bgpt
 // TestRealMetalLBSpeaker: the prefix reaches the router through MetalLB's own speaker, and leaves it when the
 // node's health fails.
 func TestRealMetalLBSpeaker(t *testing.T) {
-	s := startMetalLBSpeakerSetup(t)
+	s := startMetalLBSpeakerSetup(t, agentDecides)
 	got := s.waitPaths(t, "MetalLB's speaker announces the anycast prefix", 1)[0]
 	if got.Prefix != s.prefix.String() || got.NextHop != "127.0.0.1" || !slices.Contains(got.Communities, 64512<<16|100) {
 		t.Errorf("the router received %s", got)
@@ -199,4 +214,76 @@ func TestRealMetalLBSpeaker(t *testing.T) {
 	s.waitPaths(t, "the node's health fails: MetalLB's speaker withdraws", 0)
 	s.service.healthy.Store(true)
 	s.waitPaths(t, "the node recovers: announced again", 1)
+}
+
+// decide writes the node's decision for the prefix into its NodeAnnouncement status, as its agent does.
+func (s *metallbSpeakerSetup) decide(announce bool) error {
+	ctx := context.Background()
+	var na anycastv1.NodeAnnouncement
+	if err := s.k8s.Get(ctx, client.ObjectKey{Name: s.node}, &na); err != nil {
+		return err
+	}
+	state := anycastv1.PrefixWithdrawn
+	if announce {
+		state = anycastv1.PrefixAnnounced
+	}
+	na.Status.Prefixes = []anycastv1.NodePrefixStatus{{Prefix: anycastv1.CIDR(s.prefix.String()), State: state, Since: ptr.To(metav1.Now())}}
+	return s.k8s.Status().Update(ctx, &na)
+}
+
+// BenchmarkMetalLBDecisionToRouter measures the whole path with MetalLB's real speaker: an agent's decision written
+// to its NodeAnnouncement status → the manager → the BGPAdvertisement's node selectors → MetalLB's speaker → the
+// router's RIB, for a withdrawal and an announcement each iteration.
+func BenchmarkMetalLBDecisionToRouter(b *testing.B) {
+	s := startMetalLBSpeakerSetup(b, benchmarkDecides)
+	waitNA(b, s)
+	if err := s.decide(true); err != nil {
+		b.Fatal(err)
+	}
+	s.waitPaths(b, "announced", 1)
+	withdraw, announce := s.router.MeasureToggles(b, s.prefix.String(), s.decide)
+	withdraw.Report(b, "withdraw")
+	announce.Report(b, "announce")
+}
+
+// BenchmarkMetalLBAdvertisementToRouter measures MetalLB's own step: a change of the BGPAdvertisement's node
+// selectors (the write the manager makes) → MetalLB's speaker → the router's RIB. The manager is stopped once the
+// advertisement exists, so only the benchmark writes it.
+func BenchmarkMetalLBAdvertisementToRouter(b *testing.B) {
+	s := startMetalLBSpeakerSetup(b, benchmarkDecides)
+	waitNA(b, s)
+	if err := s.decide(true); err != nil {
+		b.Fatal(err)
+	}
+	s.waitPaths(b, "announced", 1)
+	s.stopManager()
+	ctx := context.Background()
+	var list metallbv1beta1.BGPAdvertisementList
+	if err := s.k8s.List(ctx, &list, client.InNamespace("metallb-system")); err != nil || len(list.Items) != 1 {
+		b.Fatalf("want one BGPAdvertisement: %v %v", list.Items, err)
+	}
+	adv := &list.Items[0]
+	setNodes := func(announce bool) error {
+		host := "no-such-node"
+		if announce {
+			host = s.node
+		}
+		adv.Spec.NodeSelectors[0].MatchExpressions[0].Values = []string{host}
+		return s.k8s.Update(ctx, adv)
+	}
+	withdraw, announce := s.router.MeasureToggles(b, s.prefix.String(), setNodes)
+	withdraw.Report(b, "withdraw")
+	announce.Report(b, "announce")
+}
+
+// waitNA waits for the manager to plan the node's NodeAnnouncement.
+func waitNA(b testing.TB, s *metallbSpeakerSetup) {
+	b.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		var na anycastv1.NodeAnnouncement
+		return s.k8s.Get(ctx, client.ObjectKey{Name: s.node}, &na) == nil && na.Spec.PrefixCount() == 1, nil
+	})
+	if err != nil {
+		b.Fatalf("the manager did not plan %s: %v", s.node, err)
+	}
 }
