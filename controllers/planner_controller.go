@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -147,22 +148,34 @@ func (r *PlannerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return o.GetNamespace() == r.Namespace
 		})))
 	if r.Backend != nil {
-		r.watchBackend(b, all)
+		if err := r.watchBackend(b, all); err != nil {
+			return err
+		}
 	}
 	return b.Complete(r)
 }
 
 // watchBackend wakes the planner when an object the backend wrote changes or goes (so that it is put back), when
-// someone changes an object it shares, and when the stack reports a session change.
-func (r *PlannerReconciler) watchBackend(b *builder.TypedBuilder[reconcile.Request], all handler.EventHandler) {
-	owned := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetLabels()[backend.ManagedByLabel] == backend.ManagedBy
-	})
-	for _, k := range r.Backend.Kinds() {
-		if k.Group == "" {
-			continue // Secrets: the manager watches its own namespace's only
+// someone changes an object it shares, and when the stack reports a session change. The watches are on the typed
+// kinds, so that the informers behind them also serve the backend's reads.
+func (r *PlannerReconciler) watchBackend(b *builder.TypedBuilder[reconcile.Request], all handler.EventHandler) error {
+	scheme := r.Client.Scheme()
+	object := func(gvk schema.GroupVersionKind) (client.Object, error) {
+		o, err := scheme.New(gvk)
+		if err != nil {
+			return nil, fmt.Errorf("backend kind %s: %w", gvk, err)
 		}
-		b.WatchesMetadata(partialMetadata(k.GroupVersionKind), all, builder.WithPredicates(owned))
+		return o.(client.Object), nil
+	}
+	for _, k := range r.Backend.Kinds() {
+		o, err := object(k.GroupVersionKind)
+		if err != nil {
+			return err
+		}
+		ns := k.Namespace
+		b.Watches(o, all, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetLabels()[backend.ManagedByLabel] == backend.ManagedBy && (ns == "" || o.GetNamespace() == ns)
+		})))
 	}
 	if sb, ok := r.Backend.(SharingBackend); ok {
 		for _, gvk := range sb.SharedKinds() {
@@ -171,11 +184,14 @@ func (r *PlannerReconciler) watchBackend(b *builder.TypedBuilder[reconcile.Reque
 	}
 	if sr, ok := r.Backend.(SessionReporter); ok {
 		for _, gvk := range sr.SessionKinds() {
-			u := &unstructured.Unstructured{}
-			u.SetGroupVersionKind(gvk)
-			b.Watches(u, all, builder.WithPredicates(statusChanged()))
+			o, err := object(gvk)
+			if err != nil {
+				return err
+			}
+			b.Watches(o, all, builder.WithPredicates(statusChanged()))
 		}
 	}
+	return nil
 }
 
 func partialMetadata(gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata {
@@ -189,13 +205,13 @@ func partialMetadata(gvk schema.GroupVersionKind) *metav1.PartialObjectMetadata 
 func statusChanged() predicate.Predicate {
 	return predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, ok1 := e.ObjectOld.(*unstructured.Unstructured)
-			n, ok2 := e.ObjectNew.(*unstructured.Unstructured)
-			if !ok1 || !ok2 {
+			o, err1 := runtime.DefaultUnstructuredConverter.ToUnstructured(e.ObjectOld)
+			n, err2 := runtime.DefaultUnstructuredConverter.ToUnstructured(e.ObjectNew)
+			if err1 != nil || err2 != nil {
 				return true
 			}
-			os, _, _ := unstructured.NestedMap(o.Object, "status")
-			ns, _, _ := unstructured.NestedMap(n.Object, "status")
+			os, _, _ := unstructured.NestedMap(o, "status")
+			ns, _, _ := unstructured.NestedMap(n, "status")
 			delete(os, "lastUpdated")
 			delete(ns, "lastUpdated")
 			return !equality.Semantic.DeepEqual(os, ns)

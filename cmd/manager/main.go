@@ -77,6 +77,30 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	// The backend reads claims' Secrets through the manager's client, which exists only later.
+	var reader client.Reader
+	secrets := func(name, key string) ([]byte, bool) {
+		var s corev1.Secret
+		if err := reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &s); err != nil {
+			return nil, false
+		}
+		v, ok := s.Data[key]
+		return v, ok
+	}
+	stackBackend, err := stack.backend(backendName, secrets)
+	if err != nil {
+		return err
+	}
+	// Secrets are cached in the operator's namespace, and in the stack's where the backend writes password Secrets
+	// for it, only: the manager needs no cluster-wide Secret access.
+	secretNamespaces := map[string]cache.Config{namespace: {}}
+	if stackBackend != nil {
+		for _, k := range stackBackend.Kinds() {
+			if k.Group == "" && k.Kind == "Secret" {
+				secretNamespaces[k.Namespace] = cache.Config{}
+			}
+		}
+	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("loading the kubeconfig: %w", err)
@@ -88,9 +112,8 @@ func run(ctx context.Context, args []string) error {
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "anycast-manager.anycast.dev",
 		LeaderElectionNamespace: namespace,
-		// Secrets are read in the operator's namespace only, so that the manager needs no cluster-wide Secret access.
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Namespaces: map[string]cache.Config{namespace: {}}},
+			&corev1.Secret{}: {Namespaces: secretNamespaces},
 		}},
 	})
 	if err != nil {
@@ -103,19 +126,9 @@ func run(ctx context.Context, args []string) error {
 		Namespace: namespace,
 		Workers:   workers,
 	}
-	reader := mgr.GetClient()
-	secrets := func(name, key string) ([]byte, bool) {
-		var s corev1.Secret
-		if err := reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &s); err != nil {
-			return nil, false
-		}
-		v, ok := s.Data[key]
-		return v, ok
-	}
-	if planner.Backend, err = stack.backend(backendName, secrets); err != nil {
-		return err
-	}
-	if planner.Backend != nil {
+	reader = mgr.GetClient()
+	if stackBackend != nil {
+		planner.Backend = stackBackend
 		if err := servesKinds(mgr.GetRESTMapper(), backendName, planner.Backend); err != nil {
 			return err
 		}

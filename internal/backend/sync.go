@@ -9,6 +9,7 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -50,19 +51,13 @@ func Sync(ctx context.Context, c client.Client, owner string, objs []client.Obje
 	}
 	for _, kind := range kinds {
 		gvk := kind.GroupVersionKind
-		list := &unstructured.UnstructuredList{}
-		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		opts := []client.ListOption{client.MatchingLabels{ManagedByLabel: ManagedBy}}
-		if kind.Namespace != "" {
-			opts = append(opts, client.InNamespace(kind.Namespace))
-		}
-		if err := c.List(ctx, list, opts...); err != nil {
-			errs = append(errs, fmt.Errorf("listing %s: %w", gvk.Kind, err))
+		items, err := listOwned(ctx, c, kind)
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		for i := range list.Items {
-			item := &list.Items[i]
-			if want[objectKey(item)] {
+		for _, item := range items {
+			if want[gvk.Group+"/"+gvk.Kind+"/"+item.GetNamespace()+"/"+item.GetName()] {
 				continue
 			}
 			if err := c.Delete(ctx, item); err != nil && !apierrors.IsNotFound(err) {
@@ -94,8 +89,13 @@ func apply(ctx context.Context, c client.Client, owner string, u *unstructured.U
 	annotations[HashAnnotation] = hash
 	u.SetAnnotations(annotations)
 
-	live := &unstructured.Unstructured{}
-	live.SetGroupVersionKind(u.GroupVersionKind())
+	// The live object is read as its typed kind, so that the manager's client serves it from its cache: a reconcile
+	// that changes nothing costs no API call.
+	typed, err := c.Scheme().New(u.GroupVersionKind())
+	if err != nil {
+		return false, err
+	}
+	live := typed.(client.Object)
 	err = c.Get(ctx, client.ObjectKeyFromObject(u), live)
 	switch {
 	case apierrors.IsNotFound(err):
@@ -105,7 +105,11 @@ func apply(ctx context.Context, c client.Client, owner string, u *unstructured.U
 		if live.GetLabels()[ManagedByLabel] != ManagedBy {
 			return false, fmt.Errorf("%s %s exists and is not managed by %s; rename or remove it", u.GetKind(), client.ObjectKeyFromObject(u), ManagedBy)
 		}
-		if live.GetAnnotations()[HashAnnotation] == hash && Contains(live.Object, u.Object) {
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(live)
+		if err != nil {
+			return false, err
+		}
+		if live.GetAnnotations()[HashAnnotation] == hash && Contains(m, u.Object) {
 			return false, nil
 		}
 	}
@@ -113,6 +117,34 @@ func apply(ctx context.Context, c client.Client, owner string, u *unstructured.U
 		return false, fmt.Errorf("applying %s %s: %w", u.GetKind(), client.ObjectKeyFromObject(u), err)
 	}
 	return true, nil
+}
+
+// listOwned lists the objects of a kind that carry the managed-by label, as typed objects (from the cache).
+func listOwned(ctx context.Context, c client.Client, kind Kind) ([]client.Object, error) {
+	gvk := kind.GroupVersionKind
+	obj, err := c.Scheme().New(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+	if err != nil {
+		return nil, err
+	}
+	list := obj.(client.ObjectList)
+	opts := []client.ListOption{client.MatchingLabels{ManagedByLabel: ManagedBy}}
+	if kind.Namespace != "" {
+		opts = append(opts, client.InNamespace(kind.Namespace))
+	}
+	if err := c.List(ctx, list, opts...); err != nil {
+		return nil, fmt.Errorf("listing %s: %w", gvk.Kind, err)
+	}
+	items, err := meta.ExtractList(list)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]client.Object, 0, len(items))
+	for _, i := range items {
+		o := i.(client.Object)
+		o.GetObjectKind().SetGroupVersionKind(gvk)
+		out = append(out, o)
+	}
+	return out, nil
 }
 
 func toUnstructured(scheme *runtime.Scheme, obj client.Object) (*unstructured.Unstructured, error) {

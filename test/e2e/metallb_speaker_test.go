@@ -74,6 +74,7 @@ type metallbSpeakerSetup struct {
 	prefix      netip.Prefix
 	node        string
 	stopManager func()
+	env         *testenv.Env
 }
 
 // decider says who makes the node's decisions: its agent, probing the service, or the benchmark, writing the
@@ -181,7 +182,7 @@ func startMetalLBSpeakerSetup(t testing.TB, who decider) *metallbSpeakerSetup {
 			t.Logf("MetalLB speaker log:\n%s", tail(string(b), 40))
 		}
 	})
-	return &metallbSpeakerSetup{k8s: k8s, router: router, service: services[0], prefix: prefix, node: node, stopManager: stopManager}
+	return &metallbSpeakerSetup{k8s: k8s, router: router, service: services[0], prefix: prefix, node: node, stopManager: stopManager, env: env}
 }
 
 func tail(s string, n int) string {
