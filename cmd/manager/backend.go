@@ -17,6 +17,7 @@ import (
 // stackOptions are the flags of the Kubernetes BGP stack backends.
 type stackOptions struct {
 	metallbNamespace, metallbMode string
+	frrK8sNamespace               string
 	calicoNamespace               string
 	ciliumSecretsNamespace        string
 }
@@ -25,6 +26,7 @@ func (o *stackOptions) bindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.metallbNamespace, "metallb-namespace", "metallb-system", "metallb backend: the namespace MetalLB runs in, where its objects go.")
 	fs.StringVar(&o.metallbMode, "metallb-mode", string(metallb.FRRK8s), "metallb backend: how MetalLB speaks BGP, frr-k8s (MetalLB's default) or native; native has no AS-path prepend, graceful restart or keepaliveTime.")
 	fs.StringVar(&o.ciliumSecretsNamespace, "cilium-secrets-namespace", "kube-system", "cilium backend: Cilium's BGP secrets namespace (Helm bgpControlPlane.secretsNamespace.name), where peer password Secrets must be.")
+	fs.StringVar(&o.frrK8sNamespace, "frr-k8s-namespace", "", "metallb backend, frr-k8s mode: where frr-k8s publishes BGPSessionStates (default: --metallb-namespace; frr-k8s-system for a standalone frr-k8s).")
 	fs.StringVar(&o.calicoNamespace, "calico-namespace", "calico-system", "calico backend: calico-node's namespace (kube-system for manifest installs), where BGPPeer password Secrets must be.")
 }
 
@@ -39,7 +41,11 @@ func (o *stackOptions) validate() error {
 func (o *stackOptions) backend(name string, secrets backend.Secrets) (controllers.Backend, error) {
 	switch name {
 	case backend.MetalLB:
-		return metallb.Translator{Namespace: o.metallbNamespace, Mode: metallb.Mode(o.metallbMode), Secrets: secrets}, nil
+		frr := o.frrK8sNamespace
+		if frr == "" {
+			frr = o.metallbNamespace
+		}
+		return metallb.Translator{Namespace: o.metallbNamespace, Mode: metallb.Mode(o.metallbMode), Secrets: secrets, FRRK8sNamespace: frr}, nil
 	case backend.Calico:
 		return calico.Translator{Namespace: o.calicoNamespace, Secrets: secrets}, nil
 	case backend.Cilium:

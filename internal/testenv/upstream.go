@@ -17,6 +17,10 @@ import (
 const (
 	MetalLBModule = "go.universe.tf/metallb"
 	CalicoModule  = "github.com/projectcalico/api"
+	// FRRK8sModule is frr-k8s, whose BGPSessionState the MetalLB backend reads in frr-k8s mode. v0.0.25 is the
+	// newest the module proxy serves here (MetalLB v0.16.2 wants v0.0.27).
+	FRRK8sModule  = "github.com/metallb/frr-k8s"
+	FRRK8sVersion = "v0.0.25"
 	CiliumModule  = "github.com/cilium/cilium"
 	// CiliumVersion is the Cilium whose CRDs the tests install (and whose Go types test/upstream compares the local
 	// ones with). The main module does not depend on Cilium, so the version is named here.
@@ -26,6 +30,15 @@ const (
 // MetalLBCRDs is the directory of MetalLB's CRDs in its module.
 func MetalLBCRDs() (string, error) {
 	dir, err := ModuleDir(MetalLBModule)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "config", "crd", "bases"), nil
+}
+
+// FRRK8sCRDs is the directory of frr-k8s's CRDs in its module.
+func FRRK8sCRDs() (string, error) {
+	dir, err := ModuleDir(FRRK8sModule + "@" + FRRK8sVersion)
 	if err != nil {
 		return "", err
 	}

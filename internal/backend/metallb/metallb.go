@@ -50,11 +50,12 @@ func (t Translator) Kinds() []backend.Kind {
 	return out
 }
 
-// AddToScheme registers the MetalLB kinds the backend writes.
+// AddToScheme registers the MetalLB kinds the backend writes, and frr-k8s's session state it reads.
 func AddToScheme(s *runtime.Scheme) error {
 	if err := metallbv1beta1.AddToScheme(s); err != nil {
 		return err
 	}
+	addFRRK8sToScheme(s)
 	return metallbv1beta2.AddToScheme(s)
 }
 
@@ -63,6 +64,9 @@ type Translator struct {
 	Namespace string // where MetalLB runs (metallb-system)
 	Mode      Mode
 	Secrets   backend.Secrets
+	// FRRK8sNamespace is where frr-k8s publishes BGPSessionStates (frr-k8s mode): MetalLB's namespace when MetalLB
+	// deploys frr-k8s, frr-k8s-system when it runs on its own.
+	FRRK8sNamespace string
 }
 
 // Translate returns the MetalLB objects for d.

@@ -32,8 +32,12 @@ func startCluster(t *testing.T, mode metallb.Mode) *backendtest.Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := backendtest.Start(t, metallb.AddToScheme, []string{dir}, metallbNS)
-	c.Planner.Backend = metallb.Translator{Namespace: metallbNS, Mode: mode, Secrets: c.Secrets()}
+	frr, err := testenv.FRRK8sCRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := backendtest.Start(t, metallb.AddToScheme, []string{dir, frr}, metallbNS)
+	c.Planner.Backend = metallb.Translator{Namespace: metallbNS, Mode: mode, Secrets: c.Secrets(), FRRK8sNamespace: metallbNS}
 	return c
 }
 
@@ -127,6 +131,30 @@ func TestMetalLBBackend(t *testing.T) {
 		if strings.Contains(name, "2001-db8-100---48") && (spec.AggregationLengthV6 == nil || *spec.AggregationLengthV6 != 48) {
 			t.Errorf("%s: aggregationLengthV6 %v, want 48", name, spec.AggregationLengthV6)
 		}
+	}
+
+	// frr-k8s reports n1's sessions (as it does, in MetalLB's namespace, IPv6 peers in label form): the claim's
+	// status shows them.
+	for peer, state := range map[string]string{"192.0.2.1": "Established", "2001-0db8-0000-0000-0000-0000-0000-0001": "Active"} {
+		st := &metallb.BGPSessionState{ObjectMeta: metav1.ObjectMeta{GenerateName: "n1-", Namespace: metallbNS,
+			Labels: map[string]string{"frrk8s.metallb.io/node": "n1", "frrk8s.metallb.io/peer": peer, "frrk8s.metallb.io/vrf": ""}}}
+		c.Create(st)
+		st.Status = metallb.BGPSessionStateStatus{Node: "n1", Peer: peer, BGPStatus: state, BFDStatus: "N/A"}
+		if err := c.Client.Status().Update(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Reconcile()
+	var claim anycastv1.BGPSessionClaim
+	if err := c.Client.Get(ctx, client.ObjectKey{Name: "edge"}, &claim); err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]anycastv1.SessionState{}
+	for _, x := range claim.Status.Sessions {
+		states[x.Node+"/"+x.PeerAddress] = x.State
+	}
+	if states["n1/192.0.2.1"] != anycastv1.SessionEstablished || states["n1/2001:db8::1"] != anycastv1.SessionActive || states["n2/192.0.2.1"] != anycastv1.SessionUnknown {
+		t.Errorf("claim sessions from frr-k8s BGPSessionStates: %v", states)
 	}
 
 	// Steady state: reconciling again writes nothing.
