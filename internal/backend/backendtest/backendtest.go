@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -390,4 +392,25 @@ func (c *Cluster) Translate() backend.Translation {
 		c.t.Fatal(err)
 	}
 	return c.Planner.Backend.Translate(controllers.Desired(in))
+}
+
+// ManagerServiceAccount is the manager's ServiceAccount in config/rbac.
+const ManagerServiceAccount = "system:serviceaccount:" + OperatorNamespace + ":anycast-manager"
+
+// AsManager makes the planner act as the manager's ServiceAccount, bound only by config/rbac and the stack's
+// config/backends/<stack>: the scenario then proves that RBAC is enough (and the test's own client stays admin).
+func (c *Cluster) AsManager(stack string) {
+	c.t.Helper()
+	for _, dir := range []string{filepath.Join(c.Env.Root, "config", "rbac"), filepath.Join(c.Env.Root, "config", "backends", stack)} {
+		if out, err := c.Env.Kubectl("apply", "-k", dir); err != nil {
+			c.t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	cfg := rest.CopyConfig(c.Env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: ManagerServiceAccount}
+	k8s, err := client.New(cfg, client.Options{Scheme: c.Env.Scheme})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.Planner.Client = k8s
 }

@@ -41,6 +41,7 @@ func startCluster(t *testing.T) *backendtest.Cluster {
 	}
 	c := backendtest.Start(t, calico.AddToScheme, []string{dir}, calicoNS)
 	c.Planner.Backend = calico.Translator{Namespace: calicoNS, Secrets: c.Secrets()}
+	c.AsManager("calico") // everything below runs with the manager's RBAC only
 	return c
 }
 

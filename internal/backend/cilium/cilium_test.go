@@ -40,6 +40,7 @@ func startCluster(t *testing.T) *backendtest.Cluster {
 	}
 	c := backendtest.Start(t, cilium.AddToScheme, []string{dir}) // kube-system exists already
 	c.Planner.Backend = cilium.Translator{SecretsNamespace: secretsNS, Secrets: c.Secrets()}
+	c.AsManager("cilium") // everything below runs with the manager's RBAC only
 	return c
 }
 

@@ -38,6 +38,7 @@ func startCluster(t *testing.T, mode metallb.Mode) *backendtest.Cluster {
 	}
 	c := backendtest.Start(t, metallb.AddToScheme, []string{dir, frr}, metallbNS)
 	c.Planner.Backend = metallb.Translator{Namespace: metallbNS, Mode: mode, Secrets: c.Secrets(), FRRK8sNamespace: metallbNS}
+	c.AsManager("metallb") // everything below runs with the manager's RBAC only
 	return c
 }
 
