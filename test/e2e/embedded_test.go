@@ -81,7 +81,12 @@ func startManagerWith(t testing.TB, env *testenv.Env, backend controllers.Backen
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { _ = mgr.Start(ctx); close(done) }()
+	go func() {
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("manager: %v", err)
+		}
+		close(done)
+	}()
 	stop = func() { cancel(); <-done }
 	t.Cleanup(stop)
 	return stop

@@ -88,12 +88,12 @@ const (
 
 func startMetalLBSpeakerSetup(t testing.TB, who decider) *metallbSpeakerSetup {
 	ctx := context.Background()
-	dir, err := testenv.ModuleDir("go.universe.tf/metallb")
+	dir, err := testenv.MetalLBCRDs()
 	if err != nil {
 		t.Fatal(err)
 	}
 	bin := metallbSpeakerBinary(t)
-	env, _ := startCluster(t, testenv.WithCRDs(filepath.Join(dir, "config", "crd", "bases")))
+	env, _ := startCluster(t, testenv.WithCRDs(dir))
 	if err := metallb.AddToScheme(env.Scheme); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -65,11 +64,15 @@ func startNodeServices(t testing.TB, addrs ...netip.Addr) (int, []*nodeService) 
 // against an API server with MetalLB's CRDs. It returns a client and the nodes' services.
 func metallbCluster(t *testing.T, nodes map[string]netip.Addr, names []string) (client.Client, []*nodeService) {
 	t.Helper()
-	dir, err := testenv.ModuleDir("go.universe.tf/metallb")
+	dir, err := testenv.MetalLBCRDs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, k8s := startCluster(t, testenv.WithCRDs(filepath.Join(dir, "config", "crd", "bases")))
+	frr, err := testenv.FRRK8sCRDs() // frr-k8s mode reads frr-k8s's session states
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, k8s := startCluster(t, testenv.WithCRDs(dir, frr))
 	if err := metallb.AddToScheme(env.Scheme); err != nil {
 		t.Fatal(err)
 	}
@@ -145,10 +148,30 @@ func TestMetalLBBackendWithAgents(t *testing.T) {
 	waitHosts("edge-2 failing", "edge-1")
 	services[1].healthy.Store(true)
 	waitHosts("edge-2 recovered", "edge-1", "edge-2")
+
+	// Someone deletes the advertisement, or edits its node selectors: the manager puts it back as it was.
+	var list metallbv1beta1.BGPAdvertisementList
+	if err := k8s.List(context.Background(), &list, client.InNamespace("metallb-system")); err != nil || len(list.Items) != 1 {
+		t.Fatalf("want one advertisement: %v %v", list.Items, err)
+	}
+	adv := list.Items[0]
+	if err := k8s.Delete(context.Background(), &adv); err != nil {
+		t.Fatal(err)
+	}
+	waitHosts("the deleted advertisement is back", "edge-1", "edge-2")
+	if err := k8s.List(context.Background(), &list, client.InNamespace("metallb-system")); err != nil || len(list.Items) != 1 {
+		t.Fatalf("want one advertisement: %v %v", list.Items, err)
+	}
+	adv = list.Items[0]
+	adv.Spec.NodeSelectors[0].MatchExpressions[0].Values = []string{"edge-9"}
+	if err := k8s.Update(context.Background(), &adv); err != nil {
+		t.Fatal(err)
+	}
+	waitHosts("the edited advertisement is put back", "edge-1", "edge-2")
+
 	services[0].healthy.Store(false)
 	services[1].healthy.Store(false)
 	waitHosts("both failing: no advertisement at all")
-	var list metallbv1beta1.BGPAdvertisementList
 	if err := k8s.List(context.Background(), &list, client.InNamespace("metallb-system")); err != nil || len(list.Items) != 0 {
 		t.Errorf("advertisements left with every node failing: %d (%v)", len(list.Items), err)
 	}
