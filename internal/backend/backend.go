@@ -265,6 +265,19 @@ func (t *Translation) PasswordSecret(s Session, secrets Secrets, name, namespace
 	return &corev1.Secret{ObjectMeta: Meta(name, namespace, s.Claim), Type: typ, Data: map[string][]byte{key: value}}, true
 }
 
+// SessionState reads a BGP finite-state-machine state as a stack names it ("Established", "established",
+// "open_sent", "OpenSent"); anything else is Unknown.
+func SessionState(name string) anycastv1.SessionState {
+	norm := strings.ReplaceAll(strings.ToLower(name), "_", "")
+	for _, st := range []anycastv1.SessionState{anycastv1.SessionIdle, anycastv1.SessionConnect, anycastv1.SessionActive,
+		anycastv1.SessionOpenSent, anycastv1.SessionOpenConfirm, anycastv1.SessionEstablished} {
+		if norm == strings.ToLower(string(st)) {
+			return st
+		}
+	}
+	return anycastv1.SessionUnknown
+}
+
 // Sanitize makes a string (an address, a prefix) usable in an object name: lower case, [a-z0-9-].
 func Sanitize(s string) string {
 	return strings.Map(func(r rune) rune {

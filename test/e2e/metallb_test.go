@@ -72,11 +72,11 @@ func metallbCluster(t *testing.T, nodes map[string]netip.Addr, names []string) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, k8s := startCluster(t, testenv.WithCRDs(dir, frr))
+	env, _ := startCluster(t, testenv.WithCRDs(dir, frr))
 	if err := metallb.AddToScheme(env.Scheme); err != nil {
 		t.Fatal(err)
 	}
-	k8s, err = client.New(env.Config, client.Options{Scheme: env.Scheme})
+	k8s, err := client.New(env.Config, client.Options{Scheme: env.Scheme})
 	if err != nil {
 		t.Fatal(err)
 	}

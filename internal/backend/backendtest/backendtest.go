@@ -414,3 +414,26 @@ func (c *Cluster) AsManager(stack string) {
 	}
 	c.Planner.Client = k8s
 }
+
+// Get reads the cluster-scoped object name into obj, failing the test on any error.
+func Get[T client.Object](t testing.TB, c *Cluster, name string, obj T) T {
+	t.Helper()
+	if err := c.Client.Get(context.Background(), client.ObjectKey{Name: name}, obj); err != nil {
+		t.Fatal(err)
+	}
+	return obj
+}
+
+// Accepts applies a translation as the manager does (Sync, then the shared lists) and fails the test unless the API
+// server accepts every object and keeps every field: how the golden translations (several claims, both families, a
+// withdrawn and a deprefered node) are checked against the stack's own CRDs.
+func (c *Cluster) Accepts(tr backend.Translation, kinds []backend.Kind, shared []schema.GroupVersionKind) {
+	c.t.Helper()
+	if _, err := backend.Sync(context.Background(), c.Client, controllers.FieldOwner, tr.Objects, kinds); err != nil {
+		c.t.Fatalf("the API server refused the translation: %v", err)
+	}
+	if _, _, err := backend.MergeShared(context.Background(), c.Client, tr.Shared, shared); err != nil {
+		c.t.Fatalf("the API server refused the shared entries: %v", err)
+	}
+	c.Written(tr)
+}

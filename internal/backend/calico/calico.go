@@ -309,19 +309,8 @@ func (t Translator) Sessions(ctx context.Context, r client.Reader) (map[string][
 }
 
 func sessionState(s calicov3.BGPSessionState) anycastv1.SessionState {
-	switch s {
-	case calicov3.BGPSessionStateIdle, calicov3.BGPSessionStateClose:
-		return anycastv1.SessionIdle
-	case calicov3.BGPSessionStateConnect:
-		return anycastv1.SessionConnect
-	case calicov3.BGPSessionStateActive:
-		return anycastv1.SessionActive
-	case calicov3.BGPSessionStateOpenSent:
-		return anycastv1.SessionOpenSent
-	case calicov3.BGPSessionStateOpenConfirm:
-		return anycastv1.SessionOpenConfirm
-	case calicov3.BGPSessionStateEstablished:
-		return anycastv1.SessionEstablished
+	if s == calicov3.BGPSessionStateClose {
+		return anycastv1.SessionIdle // BIRD's "Close": the session is being torn down
 	}
-	return anycastv1.SessionUnknown
+	return backend.SessionState(string(s))
 }

@@ -45,20 +45,12 @@ func startCluster(t *testing.T) *backendtest.Cluster {
 	return c
 }
 
-func get[T client.Object](t *testing.T, c *backendtest.Cluster, name string, obj T) T {
-	t.Helper()
-	if err := c.Client.Get(context.Background(), client.ObjectKey{Name: name}, obj); err != nil {
-		t.Fatal(err)
-	}
-	return obj
-}
-
 // accepted lists, per node, the prefixes its filter for claim edge accepts.
 func accepted(t *testing.T, c *backendtest.Cluster, nodes ...string) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
 	for _, n := range nodes {
-		f := get(t, c, "anycast-edge-"+n, &calicov3.BGPFilter{})
+		f := backendtest.Get(t, c, "anycast-edge-"+n, &calicov3.BGPFilter{})
 		var got []string
 		for _, r := range f.Spec.ExportV4 {
 			if r.Action == calicov3.Accept {
@@ -110,7 +102,7 @@ func TestCalicoBackend(t *testing.T) {
 	if len(peers) != 6 {
 		t.Fatalf("want a BGPPeer per node and peer (6), got %d", len(peers))
 	}
-	p := get(t, c, "anycast-edge-192-0-2-1-n2", &calicov3.BGPPeer{})
+	p := backendtest.Get(t, c, "anycast-edge-192-0-2-1-n2", &calicov3.BGPPeer{})
 	if p.Spec.Node != "n2" || p.Spec.PeerIP != "192.0.2.1" || p.Spec.ASNumber != 65001 || p.Spec.LocalASNumber == nil || *p.Spec.LocalASNumber != 64512 ||
 		!slices.Equal(p.Spec.Filters, []string{"anycast-edge-n2"}) || p.Spec.MaxRestartTime == nil || p.Spec.MaxRestartTime.Duration.Minutes() != 2 {
 		t.Errorf("BGPPeer of n2: %+v", p.Spec)
@@ -125,7 +117,7 @@ func TestCalicoBackend(t *testing.T) {
 	if string(sec.Data[p.Spec.Password.SecretKeyRef.Key]) != backendtest.Password {
 		t.Errorf("the password Secret in calico-node's namespace does not hold the claim's password")
 	}
-	if got := get(t, c, "anycast-edge-2001-db8--1-n1", &calicov3.BGPPeer{}).Spec.PeerIP; got != "[2001:db8::1]:1179" {
+	if got := backendtest.Get(t, c, "anycast-edge-2001-db8--1-n1", &calicov3.BGPPeer{}).Spec.PeerIP; got != "[2001:db8::1]:1179" {
 		t.Errorf("IPv6 peer with a port: peerIP %q", got)
 	}
 	for n, got := range accepted(t, c, "n1", "n2", "n3") {
@@ -136,7 +128,7 @@ func TestCalicoBackend(t *testing.T) {
 	if len(c.Owned(statusKind)) != 3 {
 		t.Errorf("want a CalicoNodeStatus per node")
 	}
-	if g := get(t, c, calico.GlobalConfig, &calicov3.BGPConfiguration{}); g.ResourceVersion != global.ResourceVersion {
+	if g := backendtest.Get(t, c, calico.GlobalConfig, &calicov3.BGPConfiguration{}); g.ResourceVersion != global.ResourceVersion {
 		t.Errorf("the global BGPConfiguration was written before anything was announced")
 	}
 
@@ -146,7 +138,7 @@ func TestCalicoBackend(t *testing.T) {
 		c.Report(n, anycastv1.PrefixAnnounced)
 	}
 	c.Reconcile()
-	g := get(t, c, calico.GlobalConfig, &calicov3.BGPConfiguration{})
+	g := backendtest.Get(t, c, calico.GlobalConfig, &calicov3.BGPConfiguration{})
 	if got := cidrs(g.Spec.ServiceLoadBalancerIPs); !slices.Equal(got, []string{"203.0.113.0/24", "2001:db8:100::/48", "198.51.100.0/24"}) {
 		t.Errorf("serviceLoadBalancerIPs: %v", got)
 	}
@@ -168,7 +160,7 @@ func TestCalicoBackend(t *testing.T) {
 	}
 
 	// calico-node reports n1's sessions: the claim's status shows them.
-	st := get(t, c, "anycast-n1", &calicov3.CalicoNodeStatus{})
+	st := backendtest.Get(t, c, "anycast-n1", &calicov3.CalicoNodeStatus{})
 	st.Status.LastUpdated = metav1.Now()
 	st.Status.BGP.PeersV4 = []calicov3.CalicoNodePeer{{PeerIP: "192.0.2.1", Type: calicov3.BGPPeerTypeNodePeer, State: calicov3.BGPSessionStateEstablished}}
 	st.Status.BGP.PeersV6 = []calicov3.CalicoNodePeer{{PeerIP: "2001:db8::1", Type: calicov3.BGPPeerTypeNodePeer, State: calicov3.BGPSessionStateActive}}
@@ -176,7 +168,7 @@ func TestCalicoBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Reconcile()
-	claim := get(t, c, "edge", &anycastv1.BGPSessionClaim{})
+	claim := backendtest.Get(t, c, "edge", &anycastv1.BGPSessionClaim{})
 	states := map[string]anycastv1.SessionState{}
 	for _, x := range claim.Status.Sessions {
 		states[x.Node+"/"+x.PeerAddress] = x.State
@@ -202,7 +194,7 @@ func TestCalicoBackend(t *testing.T) {
 	// n3 deprefers: its own prefixAdvertisements, with GRACEFUL_SHUTDOWN, in BGPConfiguration node.n3.
 	c.Report("n3", anycastv1.PrefixDeprefered)
 	c.Reconcile()
-	n3 := get(t, c, "node.n3", &calicov3.BGPConfiguration{})
+	n3 := backendtest.Get(t, c, "node.n3", &calicov3.BGPConfiguration{})
 	if len(n3.Spec.PrefixAdvertisements) != 2 || !slices.Contains(n3.Spec.PrefixAdvertisements[0].Communities, "65535:0") {
 		t.Errorf("node.n3 prefixAdvertisements: %+v", n3.Spec.PrefixAdvertisements)
 	}
@@ -212,7 +204,7 @@ func TestCalicoBackend(t *testing.T) {
 		c.Report(n, anycastv1.PrefixWithdrawn)
 	}
 	c.Reconcile()
-	g = get(t, c, calico.GlobalConfig, &calicov3.BGPConfiguration{})
+	g = backendtest.Get(t, c, calico.GlobalConfig, &calicov3.BGPConfiguration{})
 	if got := cidrs(g.Spec.ServiceLoadBalancerIPs); !slices.Equal(got, []string{"203.0.113.0/24", "2001:db8:100::/48"}) {
 		t.Errorf("serviceLoadBalancerIPs with nothing announced: %v", got)
 	}
@@ -233,7 +225,7 @@ func TestCalicoBackend(t *testing.T) {
 			t.Errorf("%d %s left after the prefix and claim were deleted", len(left), k.Kind)
 		}
 	}
-	g = get(t, c, calico.GlobalConfig, &calicov3.BGPConfiguration{})
+	g = backendtest.Get(t, c, calico.GlobalConfig, &calicov3.BGPConfiguration{})
 	if !equality.Semantic.DeepEqual(g.Spec, global.Spec) || len(g.Labels) != 0 || len(g.Annotations) != 0 {
 		t.Errorf("the global BGPConfiguration is not the user's again: labels %v annotations %v spec %+v", g.Labels, g.Annotations, g.Spec)
 	}
@@ -255,4 +247,12 @@ func TestTranslationGolden(t *testing.T) {
 	tr := calico.Translator{Namespace: calicoNS, Secrets: backendtest.GoldenSecrets}.Translate(backendtest.GoldenDesired())
 	backendtest.Golden(t, filepath.Join("testdata", "calico.golden.yaml"),
 		"Generated by TestTranslationGolden (go test ./internal/backend/calico -update).", scheme, tr, *update)
+}
+
+// TestGoldenAccepted: the golden translation (two claims, IPv4 and IPv6, a withdrawn and a deprefered node) is
+// accepted whole by the stack's CRDs.
+func TestGoldenAccepted(t *testing.T) {
+	c := startCluster(t)
+	b := calico.Translator{Namespace: calicoNS, Secrets: backendtest.GoldenSecrets}
+	c.Accepts(b.Translate(backendtest.GoldenDesired()), b.Kinds(), b.SharedKinds())
 }

@@ -18,7 +18,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -261,21 +260,7 @@ func sessionState(s *string) anycastv1.SessionState {
 	if s == nil {
 		return anycastv1.SessionUnknown
 	}
-	switch strings.ReplaceAll(strings.ToLower(*s), "_", "") {
-	case "idle":
-		return anycastv1.SessionIdle
-	case "connect":
-		return anycastv1.SessionConnect
-	case "active":
-		return anycastv1.SessionActive
-	case "opensent":
-		return anycastv1.SessionOpenSent
-	case "openconfirm":
-		return anycastv1.SessionOpenConfirm
-	case "established":
-		return anycastv1.SessionEstablished
-	}
-	return anycastv1.SessionUnknown
+	return backend.SessionState(*s)
 }
 
 // AddToScheme registers the Cilium kinds the backend writes and reads.

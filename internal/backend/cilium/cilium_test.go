@@ -44,14 +44,6 @@ func startCluster(t *testing.T) *backendtest.Cluster {
 	return c
 }
 
-func get[T client.Object](t *testing.T, c *backendtest.Cluster, name string, obj T) T {
-	t.Helper()
-	if err := c.Client.Get(context.Background(), client.ObjectKey{Name: name}, obj); err != nil {
-		t.Fatal(err)
-	}
-	return obj
-}
-
 // sent evaluates Cilium's selection as its agent does: for node n, the advertisements that the peer configs of its
 // cluster config select, per peer, as "pool/family/last standard community".
 func sent(t *testing.T, c *backendtest.Cluster, node string) map[string][]string {
@@ -60,14 +52,14 @@ func sent(t *testing.T, c *backendtest.Cluster, node string) map[string][]string
 	if err := c.Client.List(context.Background(), &advs); err != nil {
 		t.Fatal(err)
 	}
-	cc := get(t, c, "anycast-"+node, &ciliumv2.CiliumBGPClusterConfig{})
+	cc := backendtest.Get(t, c, "anycast-"+node, &ciliumv2.CiliumBGPClusterConfig{})
 	if got := cc.Spec.NodeSelector.MatchLabels[corev1.LabelHostname]; got != "host-"+node {
 		t.Errorf("cluster config of %s selects hostname %q", node, got)
 	}
 	out := map[string][]string{}
 	for _, in := range cc.Spec.BGPInstances {
 		for _, p := range in.Peers {
-			pc := get(t, c, p.PeerConfigRef.Name, &ciliumv2.CiliumBGPPeerConfig{})
+			pc := backendtest.Get(t, c, p.PeerConfigRef.Name, &ciliumv2.CiliumBGPPeerConfig{})
 			got := []string{}
 			for _, f := range pc.Spec.Families {
 				sel, err := metav1.LabelSelectorAsSelector(f.Advertisements)
@@ -127,7 +119,7 @@ func TestCiliumBackend(t *testing.T) {
 	if n := len(c.Owned(poolKind)); n != 2 {
 		t.Errorf("want a pool per prefix, got %d", n)
 	}
-	pool := get(t, c, pool4, &ciliumv2.CiliumLoadBalancerIPPool{})
+	pool := backendtest.Get(t, c, pool4, &ciliumv2.CiliumLoadBalancerIPPool{})
 	if pool.Spec.Blocks[0].Cidr != "198.51.100.0/24" || pool.Spec.ServiceSelector.MatchLabels[cilium.PoolLabel] != pool4 {
 		t.Errorf("pool: %+v", pool.Spec)
 	}
@@ -137,7 +129,7 @@ func TestCiliumBackend(t *testing.T) {
 	if n := len(c.Owned(peerKind)); n != 6 {
 		t.Errorf("want a peer config per node and peer, got %d", n)
 	}
-	pc := get(t, c, "anycast-edge-192-0-2-1-n1", &ciliumv2.CiliumBGPPeerConfig{})
+	pc := backendtest.Get(t, c, "anycast-edge-192-0-2-1-n1", &ciliumv2.CiliumBGPPeerConfig{})
 	if pc.Spec.Timers == nil || *pc.Spec.Timers.HoldTimeSeconds != 9 || *pc.Spec.Timers.KeepAliveTimeSeconds != 3 ||
 		pc.Spec.GracefulRestart == nil || *pc.Spec.GracefulRestart.RestartTimeSeconds != 120 || pc.Spec.AuthSecretRef == nil {
 		t.Errorf("peer config: %+v", pc.Spec)
@@ -146,7 +138,7 @@ func TestCiliumBackend(t *testing.T) {
 	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: secretsNS, Name: *pc.Spec.AuthSecretRef}, sec); err != nil || string(sec.Data["password"]) != backendtest.Password {
 		t.Errorf("the password Secret in Cilium's secrets namespace: %v", err)
 	}
-	if pc6 := get(t, c, "anycast-edge-2001-db8--1-n1", &ciliumv2.CiliumBGPPeerConfig{}); pc6.Spec.Transport == nil || *pc6.Spec.Transport.PeerPort != 1179 {
+	if pc6 := backendtest.Get(t, c, "anycast-edge-2001-db8--1-n1", &ciliumv2.CiliumBGPPeerConfig{}); pc6.Spec.Transport == nil || *pc6.Spec.Transport.PeerPort != 1179 {
 		t.Errorf("IPv6 peer's port: %+v", pc6.Spec.Transport)
 	}
 	if n := len(c.Owned(advKind)); n != 0 {
@@ -171,7 +163,7 @@ func TestCiliumBackend(t *testing.T) {
 	for _, n := range []string{"n1", "n2", "n3"} {
 		want(n, announced...)
 	}
-	adv := get(t, c, c.Owned(advKind)[0].GetName(), &ciliumv2.CiliumBGPAdvertisement{})
+	adv := backendtest.Get(t, c, c.Owned(advKind)[0].GetName(), &ciliumv2.CiliumBGPAdvertisement{})
 	if a := adv.Spec.Advertisements[0]; a.Attributes == nil || *a.Attributes.LocalPreference != 200 ||
 		!slices.Equal(a.Attributes.Communities.Standard, []string{"64512:100", "65535:65281"}) || !slices.Equal(a.Attributes.Communities.Large, []string{"64512:1:2"}) {
 		t.Errorf("advertisement attributes: %+v", a.Attributes)
@@ -181,7 +173,7 @@ func TestCiliumBackend(t *testing.T) {
 	// (The local type has no spec: the backend never writes node configs; Cilium's operator does.)
 	c.Create(&unstructured.Unstructured{Object: map[string]any{"apiVersion": "cilium.io/v2", "kind": "CiliumBGPNodeConfig",
 		"metadata": map[string]any{"name": "n1"}, "spec": map[string]any{"bgpInstances": []any{map[string]any{"name": "edge"}}}}})
-	nc := get(t, c, "n1", &ciliumv2.CiliumBGPNodeConfig{})
+	nc := backendtest.Get(t, c, "n1", &ciliumv2.CiliumBGPNodeConfig{})
 	nc.Status.BGPInstances = []ciliumv2.CiliumBGPNodeInstanceStatus{{Name: "edge", PeerStatuses: []ciliumv2.CiliumBGPNodePeerStatus{
 		{Name: "192-0-2-1", PeerAddress: "192.0.2.1", PeerASN: ptr.To[int64](65001), PeeringState: ptr.To("established")},
 		{Name: "2001-db8--1", PeerAddress: "2001:db8::1", PeerASN: ptr.To[int64](65001), PeeringState: ptr.To("active")},
@@ -190,7 +182,7 @@ func TestCiliumBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Reconcile()
-	claim := get(t, c, "edge", &anycastv1.BGPSessionClaim{})
+	claim := backendtest.Get(t, c, "edge", &anycastv1.BGPSessionClaim{})
 	states := map[string]anycastv1.SessionState{}
 	for _, x := range claim.Status.Sessions {
 		states[x.Node+"/"+x.PeerAddress] = x.State
@@ -253,4 +245,12 @@ func TestTranslationGolden(t *testing.T) {
 	tr := cilium.Translator{SecretsNamespace: secretsNS, Secrets: backendtest.GoldenSecrets}.Translate(backendtest.GoldenDesired())
 	backendtest.Golden(t, filepath.Join("testdata", "cilium.golden.yaml"),
 		"Generated by TestTranslationGolden (go test ./internal/backend/cilium -update).", scheme, tr, *update)
+}
+
+// TestGoldenAccepted: the golden translation (two claims, IPv4 and IPv6, a withdrawn and a deprefered node) is
+// accepted whole by the stack's CRDs.
+func TestGoldenAccepted(t *testing.T) {
+	c := startCluster(t)
+	b := cilium.Translator{SecretsNamespace: secretsNS, Secrets: backendtest.GoldenSecrets}
+	c.Accepts(b.Translate(backendtest.GoldenDesired()), b.Kinds(), nil)
 }

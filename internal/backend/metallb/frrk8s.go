@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/internal/backend"
 )
 
 // In frr-k8s mode, frr-k8s publishes one BGPSessionState (frrk8s.metallb.io/v1beta1) per node and neighbor; native
@@ -95,7 +96,7 @@ func (t Translator) Sessions(ctx context.Context, r client.Reader) (map[string][
 			continue
 		}
 		out[s.Status.Node] = append(out[s.Status.Node], anycastv1.NodeSessionStatus{
-			PeerAddress: peerAddress(s.Status.Peer), State: sessionState(s.Status.BGPStatus)})
+			PeerAddress: peerAddress(s.Status.Peer), State: backend.SessionState(s.Status.BGPStatus)})
 	}
 	return out, nil
 }
@@ -109,15 +110,4 @@ func peerAddress(p string) string {
 		return a.String()
 	}
 	return p
-}
-
-// sessionState maps FRR's state names.
-func sessionState(s string) anycastv1.SessionState {
-	for _, st := range []anycastv1.SessionState{anycastv1.SessionIdle, anycastv1.SessionConnect, anycastv1.SessionActive,
-		anycastv1.SessionOpenSent, anycastv1.SessionOpenConfirm, anycastv1.SessionEstablished} {
-		if strings.EqualFold(s, string(st)) {
-			return st
-		}
-	}
-	return anycastv1.SessionUnknown
 }
