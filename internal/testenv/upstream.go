@@ -75,7 +75,10 @@ func CalicoCRDs() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("finding controller-gen (go tool -n controller-gen): %w", err)
 	}
-	tmp, err := os.MkdirTemp(filepath.Join(root, "bin"), "calico-crds-")
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil { // a fresh clone has no bin/
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(out), "tmp-")
 	if err != nil {
 		return "", err
 	}
@@ -112,9 +115,6 @@ func CalicoCRDs() (string, error) {
 		if err := os.WriteFile(f, b, 0o644); err != nil {
 			return "", err
 		}
-	}
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		return "", err
 	}
 	if err := os.Rename(tmp, out); err != nil {
 		if _, statErr := os.Stat(out); statErr == nil {
