@@ -112,6 +112,13 @@ type NetActuateSessions struct {
 	// ipv6 asks for IPv6 sessions as well.
 	// +optional
 	IPv6 bool `json:"ipv6,omitempty"`
+
+	// apiURL is the base URL of the NetActuate API. Default https://vapi2.netactuate.com/api/.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || url(self).getScheme() == 'http') && url(self).getHostname() != ''",messageExpression="'apiURL \"' + self + '\" is not an http or https URL'"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('?') && !self.contains('#')",message="apiURL must not carry a query or fragment; the API key belongs in the Secret named by apiKeySecretRef"
+	APIURL string `json:"apiURL,omitempty"`
 }
 
 // BGPTimers are the session timers.
@@ -237,6 +244,32 @@ type SessionStatus struct {
 	Since *metav1.Time `json:"since,omitempty"`
 }
 
+// NodeProvisioningStatus is one node's provisioning of the claim's sessions.
+type NodeProvisioningStatus struct {
+	// node whose sessions these are.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Node string `json:"node"`
+
+	// state of the provisioning; Unknown-free: a node whose agent has not reported yet is Discovering.
+	// +required
+	State ProvisioningState `json:"state"`
+
+	// reason is a CamelCase word for the state.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason,omitempty"`
+
+	// message says what happened and, for an error, what to do.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+
+	// sessions counts the sessions provisioned for the node.
+	// +optional
+	Sessions int32 `json:"sessions,omitempty"`
+}
+
 // BGPSessionClaimStatus is written by the manager.
 type BGPSessionClaimStatus struct {
 	// observedGeneration is the generation of the spec this status describes.
@@ -260,6 +293,13 @@ type BGPSessionClaimStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=512
 	Sessions []SessionStatus `json:"sessions,omitempty"`
+
+	// provisioning lists, for a claim with a session provider, each node's provisioning state, ordered by node, up to
+	// 512 entries.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=512
+	Provisioning []NodeProvisioningStatus `json:"provisioning,omitempty"`
 
 	// conditions: Ready, Bound, Reconciling, Stalled.
 	// +optional

@@ -229,6 +229,82 @@ type NodeSessionStatus struct {
 	Since *metav1.Time `json:"since,omitempty"`
 }
 
+// ProvisioningState is where a node's provisioned sessions of one claim stand.
+// +kubebuilder:validation:Enum=Discovering;Provisioning;Ready;Error
+type ProvisioningState string
+
+// Provisioning states: the agent looks for its node at the provider, asks for the sessions and waits for them, has
+// them, or cannot go on (the reason says why and what to do).
+const (
+	ProvisioningDiscovering  ProvisioningState = "Discovering"
+	ProvisioningProvisioning ProvisioningState = "Provisioning"
+	ProvisioningReady        ProvisioningState = "Ready"
+	ProvisioningError        ProvisioningState = "Error"
+)
+
+// ProvisionedSession is one BGP session a provider set up for the node.
+type ProvisionedSession struct {
+	// id of the session at the provider.
+	// +optional
+	ID int64 `json:"id,omitempty"`
+
+	// peerAddress is the provider's router.
+	// +required
+	PeerAddress IPAddress `json:"peerAddress"`
+
+	// peerASN is the provider's AS number.
+	// +required
+	PeerASN ASN `json:"peerASN"`
+
+	// localAddress is the node's address on the session.
+	// +optional
+	LocalAddress IPAddress `json:"localAddress,omitempty"`
+
+	// localASN is the AS number the node speaks as on this session.
+	// +required
+	LocalASN ASN `json:"localASN"`
+}
+
+// ProvisioningStatus is how the node's sessions of one claim were provisioned.
+type ProvisioningStatus struct {
+	// claim whose provider provisioned the sessions.
+	// +required
+	Claim LocalObjectName `json:"claim"`
+
+	// state of the provisioning.
+	// +required
+	State ProvisioningState `json:"state"`
+
+	// reason is a CamelCase word for the state (ServerNotFound, Unauthorized, APIUnavailable, ...).
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason,omitempty"`
+
+	// message says what happened and, for an error, what to do.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+
+	// serverID is the node's id at the provider (NetActuate's mbpkgid).
+	// +optional
+	ServerID int64 `json:"serverID,omitempty"`
+
+	// sessions the provider set up for the node.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	Sessions []ProvisionedSession `json:"sessions,omitempty"`
+
+	// lastCreateTime is when the agent last asked the provider to create sessions. It does not ask again before the
+	// provider had time to list them, even across restarts: a retry never creates a second set.
+	// +optional
+	LastCreateTime *metav1.Time `json:"lastCreateTime,omitempty"`
+
+	// since when the provisioning is in this state.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+}
+
 // NodeAnnouncementStatus is written only by the node's agent, and only when something changed.
 type NodeAnnouncementStatus struct {
 	// observedGeneration is the generation of the spec the agent acts on.
@@ -272,6 +348,13 @@ type NodeAnnouncementStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=256
 	Sessions []NodeSessionStatus `json:"sessions,omitempty"`
+
+	// provisioning reports, per claim whose sessions a provider sets up (NetActuate), how that went.
+	// +optional
+	// +listType=map
+	// +listMapKey=claim
+	// +kubebuilder:validation:MaxItems=8
+	Provisioning []ProvisioningStatus `json:"provisioning,omitempty"`
 
 	// conditions: Ready and the agent's own conditions.
 	// +optional

@@ -111,6 +111,9 @@ var invalidObjects = []invalid{
 	// BGPSessionClaim
 	claimCase("no-provider", "", `set exactly one session provider: static or netactuate`),
 	claimCase("two-providers", peer+"  netactuate: {groupID: 100}\n", `set exactly one session provider: static or netactuate`),
+	claimCase("netactuate-url", "  netactuate: {groupID: 100, apiURL: \"ftp://vapi2.netactuate.com/api/\"}\n", `apiURL "ftp://vapi2.netactuate.com/api/" is not an http or https URL`),
+	claimCase("netactuate-url-key", "  netactuate: {groupID: 100, apiURL: \"https://vapi2.netactuate.com/api/?key=abc\"}\n", `apiURL must not carry a query or fragment; the API key belongs in the Secret`),
+	claimCase("netactuate-group", "  netactuate: {groupID: 0}\n", `groupID in body should be greater than or equal to 1`),
 	claimCase("asn-zero", "  localASN: 0\n"+peer, `AS number must be between 1 and 4294967294`),
 	claimCase("asn-too-big", "  localASN: 4294967296\n"+peer, `AS number must be between 1 and 4294967294`),
 	claimCase("asn-trans", "  static: {peers: [{address: 192.0.2.1, asn: 23456}]}\n", `AS number 23456 is AS_TRANS`),
