@@ -111,19 +111,25 @@ func jsonEqual(a, b any) bool {
 
 // applyStatuses writes the status of every AnycastPrefix, BGPSessionClaim and HealthPolicy whose status changed, and
 // records an event when an important condition flips.
-func (r *PlannerReconciler) applyStatuses(ctx context.Context, in plan.Input, out plan.Output) error {
+func (r *PlannerReconciler) applyStatuses(ctx context.Context, in plan.Input, out plan.Output, ign ignored) error {
 	now := metav1.NewTime(r.Clock.Now())
+	backendName := r.BackendName
+	if backendName == "" {
+		backendName = "embedded"
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.Workers)
 	patch := func(cur, next conditioned) { r.patchStatus(ctx, g, cur, next) }
 	eachStatus(in.Prefixes, out.Prefixes, func(cur *anycastv1.AnycastPrefix, rep *plan.PrefixReport) *anycastv1.AnycastPrefix {
 		next := cur.DeepCopy()
 		next.Status = plan.PrefixStatus(cur, rep, now)
+		settingsIgnored(&next.Status.Conditions, cur.Generation, now, backendName, ign.prefixes[cur.Name])
 		return next
 	}, patch)
 	eachStatus(in.Claims, out.Claims, func(cur *anycastv1.BGPSessionClaim, rep *plan.ClaimReport) *anycastv1.BGPSessionClaim {
 		next := cur.DeepCopy()
 		next.Status = plan.ClaimStatus(cur, rep, now)
+		settingsIgnored(&next.Status.Conditions, cur.Generation, now, backendName, ign.claims[cur.Name])
 		return next
 	}, patch)
 	eachStatus(in.Policies, out.Policies, func(cur *anycastv1.HealthPolicy, rep *plan.PolicyReport) *anycastv1.HealthPolicy {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -71,7 +74,7 @@ func (r *PlannerReconciler) ReadInput(ctx context.Context) (plan.Input, error) {
 // applyBackend writes the backend's objects for the plan and the agents' reports, then moves the finalizers: every
 // AnycastPrefix and BGPSessionClaim holds one while the backend may have objects for it, and loses it once they are
 // gone.
-func (r *PlannerReconciler) applyBackend(ctx context.Context, in plan.Input, out plan.Output) error {
+func (r *PlannerReconciler) applyBackend(ctx context.Context, in plan.Input, out plan.Output) (ignored, error) {
 	tr := r.Backend.Translate(desired(in, out))
 	writes, err := backend.Sync(ctx, r.Client, FieldOwner, tr.Objects, r.Backend.Kinds())
 	if sb, ok := r.Backend.(SharingBackend); ok && err == nil {
@@ -81,18 +84,16 @@ func (r *PlannerReconciler) applyBackend(ctx context.Context, in plan.Input, out
 		writes += shared
 		for source, what := range conflicts {
 			for _, w := range what {
-				tr.Ignore(source, w)
+				tr.IgnorePrefix(source, w)
 			}
 		}
 	}
 	if writes > 0 {
 		log.FromContext(ctx).Info("Applied backend objects", "writes", writes, "objects", len(tr.Objects))
 	}
-	for source, ignored := range tr.Ignored {
-		log.FromContext(ctx).V(1).Info("The backend does not carry out some settings", "source", source, "ignored", ignored)
-	}
+	ign := ignored{claims: tr.IgnoredClaims, prefixes: tr.IgnoredPrefixes}
 	if err != nil {
-		return fmt.Errorf("backend: %w", err)
+		return ign, fmt.Errorf("backend: %w", err)
 	}
 	var objs []client.Object
 	for i := range in.Prefixes {
@@ -112,9 +113,39 @@ func (r *PlannerReconciler) applyBackend(ctx context.Context, in plan.Input, out
 				controllerutil.AddFinalizer(o, backend.Finalizer)
 			}
 			if err := r.Client.Patch(ctx, o, patch); client.IgnoreNotFound(err) != nil {
-				return fmt.Errorf("finalizer of %s: %w", o.GetName(), err)
+				return ign, fmt.Errorf("finalizer of %s: %w", o.GetName(), err)
 			}
 		}
 	}
-	return nil
+	return ign, nil
+}
+
+// ignored names, per claim and per AnycastPrefix, the settings the backend does not carry out.
+type ignored struct{ claims, prefixes map[string][]string }
+
+// agentIgnored is what the agents' own speakers do not carry out, when they announce (bird, embedded).
+func (r *PlannerReconciler) agentIgnored(in plan.Input) ignored {
+	ign := ignored{claims: map[string][]string{}}
+	if r.AgentIgnores == nil {
+		return ign
+	}
+	for _, c := range in.Claims {
+		if what := r.AgentIgnores(c.Spec.BGPSessionSettings); len(what) > 0 {
+			ign.claims[c.Name] = what
+		}
+	}
+	return ign
+}
+
+// settingsIgnored sets the SettingsIgnored condition from what the backend ignores.
+func settingsIgnored(conds *[]metav1.Condition, gen int64, now metav1.Time, backendName string, what []string) {
+	c := metav1.Condition{Type: anycastv1.ConditionSettingsIgnored, Status: metav1.ConditionFalse, Reason: anycastv1.ReasonAllSupported,
+		ObservedGeneration: gen, LastTransitionTime: now, Message: "The " + backendName + " backend carries out every setting"}
+	if len(what) > 0 {
+		sorted := slices.Clone(what)
+		slices.Sort(sorted)
+		c.Status, c.Reason = metav1.ConditionTrue, anycastv1.ReasonUnsupported
+		c.Message = "The " + backendName + " backend does not carry out: " + strings.Join(sorted, "; ")
+	}
+	meta.SetStatusCondition(conds, c)
 }

@@ -52,6 +52,10 @@ type PlannerReconciler struct {
 	// Backend, when set, writes the objects of the cluster's BGP stack (MetalLB, Calico, Cilium). With the bird and
 	// embedded backends it is nil: the agents announce.
 	Backend Backend
+	// BackendName names the backend in status messages ("embedded" when empty).
+	BackendName string
+	// AgentIgnores lists the session settings the agents' speakers do not carry out (bird, embedded).
+	AgentIgnores func(anycastv1.BGPSessionSettings) []string
 }
 
 // +kubebuilder:rbac:groups=anycast.dev,resources=anycastprefixes;healthpolicies;bgpsessionclaims,verbs=get;list;watch
@@ -81,12 +85,13 @@ func (r *PlannerReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	ign := r.agentIgnored(in)
 	if r.Backend != nil {
-		if err := r.applyBackend(ctx, in, out); err != nil {
+		if ign, err = r.applyBackend(ctx, in, out); err != nil {
 			return reconcile.Result{}, err
 		}
 	}
-	if err := r.applyStatuses(ctx, in, out); err != nil {
+	if err := r.applyStatuses(ctx, in, out, ign); err != nil {
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{}, nil

@@ -8,6 +8,9 @@ const (
 	ConditionStalled     = "Stalled"
 	// ConditionDegraded: the prefix is planned but not everywhere it could be (withdrawn nodes, export policy).
 	ConditionDegraded = "Degraded"
+	// ConditionSettingsIgnored: the cluster's BGP backend does not carry out some settings of the object (BFD on
+	// Cilium, MED on MetalLB, ...); the message names them. False when everything is carried out.
+	ConditionSettingsIgnored = "SettingsIgnored"
 	// ConditionConflict: the prefix overlaps an older AnycastPrefix and is not planned.
 	ConditionConflict = "Conflict"
 	// ConditionBound: a claim selects at least one node.
@@ -33,6 +36,10 @@ const (
 	ReasonNodesSelected       = "NodesSelected"
 	ReasonNoNodesSelected     = "NoNodesSelected"
 	ReasonSecretNotFound      = "SecretNotFound"
+	ReasonProvisioningFailed  = "ProvisioningFailed"
+	ReasonUnsupported         = "UnsupportedByBackend"
+	ReasonAllSupported        = "AllSettingsCarriedOut"
+	ReasonProvisioning        = "Provisioning"
 	ReasonInUse               = "InUse"
 	ReasonUnused              = "Unused"
 )

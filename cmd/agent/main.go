@@ -60,6 +60,7 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("--local-address %q: %w", local, err)
 	}
 	cfg.LocalAddress, cfg.Version = addr, version
+	cfg.InterfaceAddrs = true // hostNetwork: the host's addresses identify its VM at a session provider
 	var sp speaker.Speaker
 	switch backend {
 	case "embedded":

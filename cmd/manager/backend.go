@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/controllers"
 	"github.com/anycast-operator/anycast-operator/internal/backend"
 	"github.com/anycast-operator/anycast-operator/internal/backend/calico"
@@ -73,4 +74,23 @@ func servesKinds(mapper meta.RESTMapper, name string, b controllers.Backend) err
 		}
 	}
 	return nil
+}
+
+// agentIgnores is what the agents' own speakers do not carry out, for the backends where they announce.
+func agentIgnores(name string) func(anycastv1.BGPSessionSettings) []string {
+	var bfd string
+	switch name {
+	case backend.Embedded:
+		bfd = "bfd (the embedded speaker, GoBGP, has no BFD)"
+	case backend.BIRD:
+		bfd = "bfd (not configured by the BIRD backend yet)"
+	default:
+		return nil
+	}
+	return func(s anycastv1.BGPSessionSettings) []string {
+		if s.BFD != nil {
+			return []string{bfd}
+		}
+		return nil
+	}
 }

@@ -120,11 +120,13 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
 	planner := &controllers.PlannerReconciler{
-		Client:    mgr.GetClient(),
-		Recorder:  mgr.GetEventRecorder(controllers.FieldOwner),
-		Clock:     clock.RealClock{},
-		Namespace: namespace,
-		Workers:   workers,
+		Client:       mgr.GetClient(),
+		Recorder:     mgr.GetEventRecorder(controllers.FieldOwner),
+		Clock:        clock.RealClock{},
+		Namespace:    namespace,
+		Workers:      workers,
+		BackendName:  backendName,
+		AgentIgnores: agentIgnores(backendName),
 	}
 	reader = mgr.GetClient()
 	if stackBackend != nil {

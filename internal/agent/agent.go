@@ -6,6 +6,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"time"
@@ -22,6 +23,7 @@ import (
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/dampening"
 	"github.com/anycast-operator/anycast-operator/internal/health"
+	"github.com/anycast-operator/anycast-operator/internal/provider/netactuate"
 	"github.com/anycast-operator/anycast-operator/internal/speaker"
 )
 
@@ -41,6 +43,15 @@ type Config struct {
 	SessionPoll time.Duration
 	// Endpoints answers serviceEndpoints checks (RunOnNode backs it with EndpointSlice watches).
 	Endpoints health.EndpointsReady
+	// NetActuateClient builds the client of a claim's NetActuate API (default netactuate.New); source, when set, is
+	// the address calls come from (IP-based authentication).
+	NetActuateClient func(apiURL, key string, source net.IP) (*netactuate.Client, error)
+	// ProvisionRetry is the wait before looking again at sessions being provisioned, and the first retry after an
+	// error (doubling to 5 minutes); ProvisionRecheck the wait between checks of Ready sessions.
+	ProvisionRetry, ProvisionRecheck time.Duration
+	// InterfaceAddrs adds the host's global unicast addresses to LocalAddress when finding the node's server at a
+	// provider (the agent runs with hostNetwork).
+	InterfaceAddrs bool
 }
 
 // Agent runs on one node. Build it with New and call Run.
@@ -52,14 +63,17 @@ type Agent struct {
 	runner  *health.Runner
 	log     logr.Logger
 
-	specs   chan *anycastv1.NodeAnnouncement
-	results chan policyResult
+	specs       chan *anycastv1.NodeAnnouncement
+	results     chan policyResult
+	provisioned chan provisionResult
 
 	// Owned by Run's goroutine.
 	spec       *anycastv1.NodeAnnouncement
 	policies   map[string]*policyRun
 	prefixes   map[netip.Prefix]*prefixRun
-	applied    *speaker.State
+	provisioners map[string]*provisionRun
+	provisioning map[string]anycastv1.ProvisioningStatus
+	applied      *speaker.State
 	sessions   []speaker.SessionStatus
 	written    string // fingerprint of the last status written
 	lastStatus anycastv1.NodeAnnouncementStatus
@@ -78,13 +92,25 @@ func New(cfg Config, c client.Client, sp speaker.Speaker, clk clock.WithTicker, 
 	if cfg.SessionPoll <= 0 {
 		cfg.SessionPoll = time.Second
 	}
+	if cfg.NetActuateClient == nil {
+		cfg.NetActuateClient = netactuate.New
+	}
+	if cfg.ProvisionRetry <= 0 {
+		cfg.ProvisionRetry = defaultProvisionRetry
+	}
+	if cfg.ProvisionRecheck <= 0 {
+		cfg.ProvisionRecheck = defaultProvisionRecheck
+	}
 	return &Agent{
 		cfg: cfg, client: c, speaker: sp, clock: clk, log: log,
 		runner:   health.NewRunner(clk, cfg.ProbeConcurrency),
 		specs:    make(chan *anycastv1.NodeAnnouncement, 1),
 		results:  make(chan policyResult, 16),
-		policies: map[string]*policyRun{},
-		prefixes: map[netip.Prefix]*prefixRun{},
+		policies:     map[string]*policyRun{},
+		prefixes:     map[netip.Prefix]*prefixRun{},
+		provisioned:  make(chan provisionResult, 16),
+		provisioners: map[string]*provisionRun{},
+		provisioning: map[string]anycastv1.ProvisioningStatus{},
 	}
 }
 
@@ -109,6 +135,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		for _, p := range a.policies {
 			p.stop()
 		}
+		for _, p := range a.provisioners {
+			p.cancel() // no wait: a run blocked in an API call ends with its context
+		}
 		if err := a.speaker.Close(); err != nil {
 			a.log.Error(err, "Closing the speaker")
 		}
@@ -128,6 +157,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.dirty = true
 		case r := <-a.results:
 			a.observe(r)
+		case r := <-a.provisioned:
+			if a.provisioners[string(r.status.Claim)] == r.run && !jsonEqual(a.provisioning[string(r.status.Claim)], r.status) {
+				a.provisioning[string(r.status.Claim)] = r.status
+				a.dirty = true
+			}
 		case <-wake.C():
 		case <-sessions.C():
 			a.readSessions(ctx)
@@ -168,6 +202,7 @@ func (a *Agent) setSpec(ctx context.Context, na *anycastv1.NodeAnnouncement) {
 		na = &anycastv1.NodeAnnouncement{}
 	}
 	a.spec = na
+	a.syncProvisioning(ctx, na)
 	wanted := map[string]anycastv1.HealthPolicySpec{}
 	for _, hp := range na.Spec.HealthPolicies {
 		wanted[string(hp.Name)] = hp.Spec
@@ -298,53 +333,71 @@ func comparePrefixes(x, y netip.Prefix) int {
 	return x.Bits() - y.Bits()
 }
 
-// sessionsOf turns the spec's claims into speaker sessions, reading MD5 passwords from their Secrets.
+// sessionsOf turns the spec's claims into speaker sessions: static peers, with MD5 passwords from their Secrets, and
+// the peers a provider set up for this node.
 func (a *Agent) sessionsOf(ctx context.Context) []speaker.Session {
 	var out []speaker.Session
 	for _, ns := range a.spec.Spec.Sessions {
-		if ns.Static == nil {
-			continue // provisioned sessions (NetActuate) are not handled by the agent yet
-		}
-		timers := ns.Timers
-		if timers == nil {
-			timers = &anycastv1.BGPTimers{}
-		}
-		for _, peer := range ns.Static.Peers {
-			addr, err := netip.ParseAddr(string(peer.Address))
-			if err != nil {
-				continue
-			}
-			s := speaker.Session{
-				Claim: string(ns.Claim), PeerAddress: addr, PeerASN: uint32(peer.ASN), LocalASN: uint32(ns.LocalASN),
-				LocalAddress:  a.cfg.LocalAddress,
-				HoldTime:      durationOr(timers.HoldTime, anycastv1.DefaultHoldTime),
-				KeepaliveTime: durationOr(timers.KeepaliveTime, anycastv1.DefaultKeepaliveTime),
-				ConnectRetry:  durationOr(timers.ConnectRetry, anycastv1.DefaultConnectRetry),
-			}
-			if a.cfg.LocalAddress.IsValid() && addr.Is4() != a.cfg.LocalAddress.Is4() {
-				s.LocalAddress = netip.Addr{} // another family than the node address: let the kernel choose
-			}
-			if peer.Port != nil {
-				s.Port = uint16(*peer.Port)
-			}
-			if ns.EBGPMultihop != nil {
-				s.EBGPMultihop = uint8(*ns.EBGPMultihop)
-			}
-			if ns.GracefulRestart != nil {
-				s.GracefulRestart = ns.GracefulRestart.RestartTime.Duration
-			}
-			if ref := peer.PasswordSecretRef; ref != nil {
-				pw, err := a.secretValue(ctx, ref)
+		switch {
+		case ns.Static != nil:
+			for _, peer := range ns.Static.Peers {
+				addr, err := netip.ParseAddr(string(peer.Address))
 				if err != nil {
-					a.log.Error(err, "Cannot read the session password; the session is not opened", "claim", ns.Claim, "peer", addr, "secret", ref.Name)
 					continue
 				}
-				s.Password = pw
+				s := a.session(ns, addr, uint32(peer.ASN), uint32(ns.LocalASN), a.cfg.LocalAddress)
+				if peer.Port != nil {
+					s.Port = uint16(*peer.Port)
+				}
+				if ref := peer.PasswordSecretRef; ref != nil {
+					pw, err := a.secretValue(ctx, ref)
+					if err != nil {
+						a.log.Error(err, "Cannot read the session password; the session is not opened", "claim", ns.Claim, "peer", addr, "secret", ref.Name)
+						continue
+					}
+					s.Password = pw
+				}
+				out = append(out, s)
 			}
-			out = append(out, s)
+		case ns.NetActuate != nil:
+			for _, ps := range a.provisionedPeers(string(ns.Claim)) {
+				addr, err := netip.ParseAddr(string(ps.PeerAddress))
+				if err != nil {
+					continue
+				}
+				local, _ := netip.ParseAddr(string(ps.LocalAddress))
+				if !local.IsValid() {
+					local = a.cfg.LocalAddress
+				}
+				out = append(out, a.session(ns, addr, uint32(ps.PeerASN), uint32(ps.LocalASN), local))
+			}
 		}
 	}
 	return out
+}
+
+// session is one speaker session of a claim with its settings.
+func (a *Agent) session(ns anycastv1.NodeSessions, peer netip.Addr, peerASN, localASN uint32, local netip.Addr) speaker.Session {
+	timers := ns.Timers
+	if timers == nil {
+		timers = &anycastv1.BGPTimers{}
+	}
+	s := speaker.Session{
+		Claim: string(ns.Claim), PeerAddress: peer, PeerASN: peerASN, LocalASN: localASN, LocalAddress: local,
+		HoldTime:      durationOr(timers.HoldTime, anycastv1.DefaultHoldTime),
+		KeepaliveTime: durationOr(timers.KeepaliveTime, anycastv1.DefaultKeepaliveTime),
+		ConnectRetry:  durationOr(timers.ConnectRetry, anycastv1.DefaultConnectRetry),
+	}
+	if local.IsValid() && peer.Is4() != local.Is4() {
+		s.LocalAddress = netip.Addr{} // another family than the local address: let the kernel choose
+	}
+	if ns.EBGPMultihop != nil {
+		s.EBGPMultihop = uint8(*ns.EBGPMultihop)
+	}
+	if ns.GracefulRestart != nil {
+		s.GracefulRestart = ns.GracefulRestart.RestartTime.Duration
+	}
+	return s
 }
 
 func (a *Agent) secretValue(ctx context.Context, ref *anycastv1.SecretKeyRef) (string, error) {

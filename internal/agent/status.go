@@ -90,6 +90,7 @@ func (a *Agent) status() anycastv1.NodeAnnouncementStatus {
 			established++
 		}
 	}
+	st.Provisioning = a.provisioningStatus()
 	st.Permits = slices.Clone(a.spec.Spec.Permits)
 	for source := range requests {
 		st.PermitRequests = append(st.PermitRequests, source)

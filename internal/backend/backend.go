@@ -82,6 +82,30 @@ type Route struct {
 type PlannedPrefix struct {
 	Source string
 	Prefix netip.Prefix
+	// BGP is how the prefix is announced when not deprefered (on the first node planned; attribute overrides may
+	// differ per node).
+	BGP speaker.Route
+}
+
+// AttributeLimits are the path attributes a backend cannot carry, each with the reason (empty: carried).
+type AttributeLimits struct{ MED, LocalPreference, ASPathPrepend string }
+
+// IgnoreAttributes records, for every planned prefix, the attributes it asks for that the backend cannot carry. It
+// looks at the plan rather than at the routes of the moment, so that the prefix's condition does not flip with
+// announcements. Deprefer's own MED and prepend are not counted here (the README's backend table says where only
+// GRACEFUL_SHUTDOWN is sent).
+func (t *Translation) IgnoreAttributes(d Desired, l AttributeLimits) {
+	for _, p := range d.Planned {
+		if p.BGP.MED != nil && l.MED != "" {
+			t.IgnorePrefix(p.Source, "attributes.med ("+l.MED+")")
+		}
+		if p.BGP.LocalPref != nil && l.LocalPreference != "" {
+			t.IgnorePrefix(p.Source, "attributes.localPreference ("+l.LocalPreference+")")
+		}
+		if p.BGP.Prepend > 0 && l.ASPathPrepend != "" {
+			t.IgnorePrefix(p.Source, "attributes.asPathPrepend ("+l.ASPathPrepend+")")
+		}
+	}
 }
 
 // Variant names the way a route is announced (its attributes and deprefer), stable across plans.
@@ -103,12 +127,17 @@ func (r Route) Variant() string {
 // (fail-static).
 func Compute(planned map[string]anycastv1.NodeAnnouncementSpec, reported []anycastv1.NodeAnnouncement, nodes []corev1.Node) Desired {
 	states := map[string]map[string]anycastv1.PrefixState{}
+	provisioned := map[string]map[string][]anycastv1.ProvisionedSession{} // node → claim → sessions
 	for _, na := range reported {
 		m := map[string]anycastv1.PrefixState{}
 		for _, p := range na.Status.Prefixes {
 			m[string(p.Prefix)] = p.State
 		}
 		states[na.Name] = m
+		provisioned[na.Name] = map[string][]anycastv1.ProvisionedSession{}
+		for _, p := range na.Status.Provisioning {
+			provisioned[na.Name][string(p.Claim)] = p.Sessions
+		}
 	}
 	d := Desired{Hostnames: map[string]string{}}
 	for _, n := range nodes {
@@ -124,19 +153,27 @@ func Compute(planned map[string]anycastv1.NodeAnnouncementSpec, reported []anyca
 	for _, node := range sortedKeys(planned) {
 		spec := planned[node]
 		for _, ns := range spec.Sessions {
-			if ns.Static == nil {
-				continue // provisioned sessions reach backends once a provider reports them
-			}
-			for _, peer := range ns.Static.Peers {
-				key := string(ns.Claim) + "/" + string(peer.Address)
+			add := func(peer anycastv1.BGPPeer, localASN anycastv1.ASN) {
+				key := fmt.Sprintf("%s/%s/%d", ns.Claim, peer.Address, localASN)
 				s := sessions[key]
 				if s == nil {
 					settings := *ns.BGPSessionSettings.DeepCopy()
-					settings.Static = nil
+					settings.Static, settings.NetActuate, settings.LocalASN = nil, nil, localASN
 					s = &Session{Claim: string(ns.Claim), Settings: settings, Peer: *peer.DeepCopy()}
 					sessions[key] = s
 				}
 				s.Nodes = append(s.Nodes, node)
+			}
+			switch {
+			case ns.Static != nil:
+				for _, peer := range ns.Static.Peers {
+					add(peer, ns.LocalASN)
+				}
+			case ns.NetActuate != nil:
+				// Provisioned sessions reach the stack once the node's agent reports them, like static peers.
+				for _, ps := range provisioned[node][string(ns.Claim)] {
+					add(anycastv1.BGPPeer{Address: ps.PeerAddress, ASN: ps.PeerASN}, ps.LocalASN)
+				}
 			}
 		}
 		for _, g := range spec.Groups {
@@ -149,7 +186,10 @@ func Compute(planned map[string]anycastv1.NodeAnnouncementSpec, reported []anyca
 				if err != nil || pfx.Bits() == 0 || pfx != pfx.Masked() {
 					continue // never announce what the planner would not have planned
 				}
-				plannedPrefixes[gp.Source+"/"+pfx.String()] = PlannedPrefix{Source: gp.Source, Prefix: pfx}
+				if _, ok := plannedPrefixes[gp.Source+"/"+pfx.String()]; !ok {
+					normal, _ := speaker.RouteFor(pfx, claims, g.Attributes, false)
+					plannedPrefixes[gp.Source+"/"+pfx.String()] = PlannedPrefix{Source: gp.Source, Prefix: pfx, BGP: normal}
+				}
 				state := states[node][string(gp.Prefix)]
 				if state != anycastv1.PrefixAnnounced && state != anycastv1.PrefixDeprefered {
 					continue
@@ -199,17 +239,23 @@ type Translation struct {
 	Objects []client.Object
 	// Shared are the backend's entries in lists of objects it shares with others (MergeShared).
 	Shared []SharedList
-	// Ignored lists, per AnycastPrefix or BGPSessionClaim name, the settings the backend cannot carry out.
-	Ignored map[string][]string
+	// IgnoredClaims and IgnoredPrefixes list, per BGPSessionClaim and per AnycastPrefix, the settings the backend
+	// cannot carry out; the manager says so in their status.
+	IgnoredClaims, IgnoredPrefixes map[string][]string
 }
 
-// Ignore records that source's setting is not carried out by the backend.
-func (t *Translation) Ignore(source, what string) {
-	if t.Ignored == nil {
-		t.Ignored = map[string][]string{}
+// IgnoreClaim records that a claim's setting is not carried out by the backend.
+func (t *Translation) IgnoreClaim(claim, what string) { addOnce(&t.IgnoredClaims, claim, what) }
+
+// IgnorePrefix records that an AnycastPrefix's setting is not carried out by the backend.
+func (t *Translation) IgnorePrefix(source, what string) { addOnce(&t.IgnoredPrefixes, source, what) }
+
+func addOnce(m *map[string][]string, key, what string) {
+	if *m == nil {
+		*m = map[string][]string{}
 	}
-	if !slices.Contains(t.Ignored[source], what) {
-		t.Ignored[source] = append(t.Ignored[source], what)
+	if !slices.Contains((*m)[key], what) {
+		(*m)[key] = append((*m)[key], what)
 	}
 }
 
@@ -259,7 +305,7 @@ func (t *Translation) PasswordSecret(s Session, secrets Secrets, name, namespace
 	}
 	value, ok := secrets(ref.Name, ref.Key)
 	if !ok {
-		t.Ignore(s.Claim, fmt.Sprintf("peer %s: Secret %s key %s not found; the session is not configured", s.Peer.Address, ref.Name, ref.Key))
+		t.IgnoreClaim(s.Claim, fmt.Sprintf("peer %s: Secret %s key %s not found; the session is not configured", s.Peer.Address, ref.Name, ref.Key))
 		return nil, false
 	}
 	return &corev1.Secret{ObjectMeta: Meta(name, namespace, s.Claim), Type: typ, Data: map[string][]byte{key: value}}, true

@@ -73,8 +73,32 @@ func (r *PrefixReport) addDenied(list *[]Denial, claim, prefix string) {
 	*list = append(*list, Denial{Claim: claim, Prefixes: []string{prefix}})
 }
 
+// provisioningOf is what a node's agent reports of a claim's provisioning; nil before it reports.
+func provisioningOf(na *anycastv1.NodeAnnouncement, claim string) *anycastv1.ProvisioningStatus {
+	if na == nil {
+		return nil
+	}
+	for i := range na.Status.Provisioning {
+		if string(na.Status.Provisioning[i].Claim) == claim {
+			return &na.Status.Provisioning[i]
+		}
+	}
+	return nil
+}
+
+func nodeProvisioning(node string, st *anycastv1.ProvisioningStatus) anycastv1.NodeProvisioningStatus {
+	if st == nil {
+		return anycastv1.NodeProvisioningStatus{Node: node, State: anycastv1.ProvisioningDiscovering, Reason: "AwaitingAgent",
+			Message: "The node's agent has not reported yet"}
+	}
+	return anycastv1.NodeProvisioningStatus{Node: node, State: st.State, Reason: st.Reason, Message: st.Message, Sessions: int32(len(st.Sessions))}
+}
+
 // ClaimReport is what the plan found about one BGPSessionClaim.
 type ClaimReport struct {
+	// Provisioning is each selected node's provisioning, by node, for a claim with a session provider (at most
+	// MaxSessionsInStatus entries are kept in status).
+	Provisioning []anycastv1.NodeProvisioningStatus
 	InvalidSelector string
 	BoundNodes      int32
 	// MissingSecrets lists "name/key" references that do not resolve in the operator's namespace.
@@ -237,11 +261,18 @@ func (p *planner) reportSessions(name string, info *claimInfo) {
 				sessions = append(sessions, s)
 			}
 		} else {
-			for _, x := range reported {
-				if string(x.Claim) != name {
-					continue // a stack's session without a claim belongs to a static peer
+			// Provisioned sessions: those the node's agent reports its provider set up, in the state its speaker
+			// (or the stack) reports.
+			prov := provisioningOf(p.existing[node], name)
+			r.Provisioning = append(r.Provisioning, nodeProvisioning(node, prov))
+			if prov != nil {
+				for _, ps := range prov.Sessions {
+					s := anycastv1.SessionStatus{Node: node, PeerAddress: string(ps.PeerAddress), PeerASN: int64(ps.PeerASN), LocalAddress: string(ps.LocalAddress), State: anycastv1.SessionUnknown}
+					if i := slices.IndexFunc(reported, func(x anycastv1.NodeSessionStatus) bool { return x.PeerAddress == s.PeerAddress }); i >= 0 {
+						s.State, s.Since = reported[i].State, reported[i].Since
+					}
+					sessions = append(sessions, s)
 				}
-				sessions = append(sessions, anycastv1.SessionStatus{Node: node, PeerAddress: x.PeerAddress, PeerASN: x.PeerASN, LocalAddress: x.LocalAddress, State: x.State, Since: x.Since})
 			}
 		}
 		slices.SortFunc(sessions, func(a, b anycastv1.SessionStatus) int { return strings.Compare(a.PeerAddress, b.PeerAddress) })

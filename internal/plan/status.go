@@ -149,9 +149,14 @@ func ClaimStatus(c *anycastv1.BGPSessionClaim, r *ClaimReport, now metav1.Time) 
 	st.EstablishedSessions = r.Established
 	st.TotalSessions = r.Total
 	st.Sessions = r.Sessions
+	st.Provisioning = r.Provisioning
+	if len(st.Provisioning) > MaxSessionsInStatus {
+		st.Provisioning = st.Provisioning[:MaxSessionsInStatus]
+	}
 	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen, LastTransitionTime: now})
 	}
+	failed, pending := provisioningSummary(r.Provisioning)
 
 	if r.BoundNodes > 0 {
 		set(anycastv1.ConditionBound, metav1.ConditionTrue, anycastv1.ReasonNodesSelected, fmt.Sprintf("Selects %d nodes", r.BoundNodes))
@@ -165,24 +170,58 @@ func ClaimStatus(c *anycastv1.BGPSessionClaim, r *ClaimReport, now metav1.Time) 
 	case len(r.MissingSecrets) > 0:
 		stallReason, stallMsg = anycastv1.ReasonSecretNotFound,
 			fmt.Sprintf("Secret key %s not found in the operator's namespace; create it", quoteAll(r.MissingSecrets))
+	case failed != "":
+		stallReason, stallMsg = anycastv1.ReasonProvisioningFailed, failed
 	}
 	if stallReason != "" {
 		set(anycastv1.ConditionStalled, metav1.ConditionTrue, stallReason, stallMsg)
 	} else {
 		set(anycastv1.ConditionStalled, metav1.ConditionFalse, anycastv1.ReasonAsExpected, "")
 	}
-	set(anycastv1.ConditionReconciling, metav1.ConditionFalse, anycastv1.ReasonAsExpected, "")
+	if pending != "" && stallReason == "" {
+		set(anycastv1.ConditionReconciling, metav1.ConditionTrue, anycastv1.ReasonProvisioning, pending)
+	} else {
+		set(anycastv1.ConditionReconciling, metav1.ConditionFalse, anycastv1.ReasonAsExpected, "")
+	}
 	switch {
 	case stallReason != "":
 		set(anycastv1.ConditionReady, metav1.ConditionFalse, stallReason, stallMsg)
 	case r.BoundNodes == 0:
 		set(anycastv1.ConditionReady, metav1.ConditionFalse, anycastv1.ReasonNoNodesSelected, "spec.nodeSelector selects no node")
+	case pending != "":
+		set(anycastv1.ConditionReady, metav1.ConditionFalse, anycastv1.ReasonProvisioning, pending)
 	default:
 		set(anycastv1.ConditionReady, metav1.ConditionTrue, anycastv1.ReasonNodesSelected,
 			fmt.Sprintf("Sessions planned on %d nodes; %d of %d established", r.BoundNodes, r.Established, r.Total))
 	}
 	return st
 }
+
+// provisioningSummary says which nodes' provisioning failed (with their messages, which say what to do) and which
+// are still under way.
+func provisioningSummary(nodes []anycastv1.NodeProvisioningStatus) (failed, pending string) {
+	var bad, waiting []string
+	for _, n := range nodes {
+		switch n.State {
+		case anycastv1.ProvisioningError:
+			bad = append(bad, fmt.Sprintf("%s: %s (%s)", n.Node, n.Message, n.Reason))
+		case anycastv1.ProvisioningDiscovering, anycastv1.ProvisioningProvisioning:
+			waiting = append(waiting, n.Node)
+		}
+	}
+	if len(bad) > 0 {
+		failed = fmt.Sprintf("Provisioning failed on %d of %d nodes: %s", len(bad), len(nodes), strings.Join(firstN(bad, 3), "; "))
+		if len(bad) > 3 {
+			failed += fmt.Sprintf("; and %d more (see status.provisioning)", len(bad)-3)
+		}
+	}
+	if len(waiting) > 0 {
+		pending = fmt.Sprintf("Sessions are being provisioned on %s", names(waiting, "node"))
+	}
+	return failed, pending
+}
+
+func firstN(list []string, n int) []string { return list[:min(n, len(list))] }
 
 // PolicyStatus is the status a HealthPolicy should have.
 func PolicyStatus(hp *anycastv1.HealthPolicy, r *PolicyReport, now metav1.Time) anycastv1.HealthPolicyStatus {

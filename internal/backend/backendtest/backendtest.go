@@ -296,8 +296,11 @@ func Golden(t testing.TB, file string, header string, scheme *runtime.Scheme, tr
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("# " + header + "\n")
-	for _, source := range slices.Sorted(maps.Keys(tr.Ignored)) {
-		b.WriteString("# " + source + " ignored: " + strings.Join(tr.Ignored[source], "; ") + "\n")
+	for _, claim := range slices.Sorted(maps.Keys(tr.IgnoredClaims)) {
+		b.WriteString("# BGPSessionClaim " + claim + " ignored: " + strings.Join(tr.IgnoredClaims[claim], "; ") + "\n")
+	}
+	for _, source := range slices.Sorted(maps.Keys(tr.IgnoredPrefixes)) {
+		b.WriteString("# AnycastPrefix " + source + " ignored: " + strings.Join(tr.IgnoredPrefixes[source], "; ") + "\n")
 	}
 	for _, o := range tr.Objects {
 		if s, ok := o.(*corev1.Secret); ok {

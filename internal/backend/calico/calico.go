@@ -104,6 +104,8 @@ func (t Translator) Translate(d backend.Desired) backend.Translation {
 		}
 	}
 	t.advertise(d, &tr)
+	tr.IgnoreAttributes(d, backend.AttributeLimits{MED: "Calico has no MED", LocalPreference: "Calico has no per-prefix local preference",
+		ASPathPrepend: "not in this Calico API"})
 	return tr
 }
 
@@ -175,13 +177,13 @@ func peer(s backend.Session, node, filter string, secret *corev1.Secret) *calico
 // ignoreSettings records the claim settings this Calico API cannot carry.
 func ignoreSettings(s backend.Session, tr *backend.Translation) {
 	if tm := s.Settings.Timers; tm != nil && (tm.HoldTime != nil || tm.KeepaliveTime != nil || tm.ConnectRetry != nil) {
-		tr.Ignore(s.Claim, "timers (Calico's BGPPeer has no hold, keepalive or connect-retry time before v3.32; BIRD's defaults apply)")
+		tr.IgnoreClaim(s.Claim, "timers (Calico's BGPPeer has no hold, keepalive or connect-retry time before v3.32; BIRD's defaults apply)")
 	}
 	if s.Settings.BFD != nil {
-		tr.Ignore(s.Claim, "bfd (Calico's v3 API has no BFD)")
+		tr.IgnoreClaim(s.Claim, "bfd (Calico's v3 API has no BFD)")
 	}
 	if s.Settings.EBGPMultihop != nil {
-		tr.Ignore(s.Claim, "ebgpMultihop (Calico configures every external peer as multihop; there is no TTL to set)")
+		tr.IgnoreClaim(s.Claim, "ebgpMultihop (Calico configures every external peer as multihop; there is no TTL to set)")
 	}
 }
 
@@ -210,7 +212,6 @@ func (t Translator) advertise(d backend.Desired, tr *backend.Translation) {
 		global[0].Source[k.prefix] = k.source
 		main := mainVariant(routes)
 		for i, r := range routes {
-			ignoreAttributes(r, tr)
 			communities := communitiesOf(r.BGP)
 			if i == main {
 				if len(communities) > 0 {
@@ -253,18 +254,6 @@ func mainVariant(routes []backend.Route) int {
 		}
 	}
 	return best
-}
-
-func ignoreAttributes(r backend.Route, tr *backend.Translation) {
-	if r.BGP.LocalPref != nil {
-		tr.Ignore(r.Source, "localPreference (Calico has no per-prefix local preference)")
-	}
-	if r.BGP.MED != nil {
-		tr.Ignore(r.Source, "MED, including Deprefer's (Calico has no MED)")
-	}
-	if r.BGP.Prepend > 0 {
-		tr.Ignore(r.Source, "AS-path prepend, including Deprefer's (not in this Calico API; GRACEFUL_SHUTDOWN is still sent)")
-	}
 }
 
 // communitiesOf writes communities as Calico does: aa:nn and aa:nn:mm, as JSON values for an unstructured list.

@@ -80,8 +80,9 @@ func (t Translator) Translate(d backend.Desired) backend.Translation {
 		}})
 	}
 	for _, r := range d.Routes {
-		tr.Objects = append(tr.Objects, advertisement(r, &tr))
+		tr.Objects = append(tr.Objects, advertisement(r))
 	}
+	tr.IgnoreAttributes(d, backend.AttributeLimits{MED: "Cilium's advertisements have no MED", ASPathPrepend: "Cilium's advertisements have none"})
 	// One cluster config per node: its instances (one per claim) and their peers.
 	instances := map[string][]ciliumv2.CiliumBGPInstance{}
 	for _, s := range d.Sessions {
@@ -135,7 +136,7 @@ func peerConfig(s backend.Session, node string, secret *corev1.Secret, tr *backe
 		timers := &ciliumv2.CiliumBGPTimers{}
 		if tm.HoldTime != nil {
 			if tm.HoldTime.Duration == 0 {
-				tr.Ignore(s.Claim, "timers.holdTime 0 (Cilium's hold time is 3-65535 s; its default applies)")
+				tr.IgnoreClaim(s.Claim, "timers.holdTime 0 (Cilium's hold time is 3-65535 s; its default applies)")
 			} else {
 				timers.HoldTimeSeconds = seconds(tm.HoldTime.Duration.Seconds())
 			}
@@ -157,7 +158,7 @@ func peerConfig(s backend.Session, node string, secret *corev1.Secret, tr *backe
 		pc.Spec.GracefulRestart = &ciliumv2.CiliumBGPNeighborGracefulRestart{Enabled: true, RestartTimeSeconds: seconds(gr.RestartTime.Duration.Seconds())}
 	}
 	if s.Settings.BFD != nil {
-		tr.Ignore(s.Claim, "bfd (Cilium's BGP control plane has no BFD)")
+		tr.IgnoreClaim(s.Claim, "bfd (Cilium's BGP control plane has no BFD)")
 	}
 	if secret != nil {
 		pc.Spec.AuthSecretRef = ptr.To(secret.Name)
@@ -181,7 +182,7 @@ func variantName(r backend.Route) string {
 }
 
 // advertisement announces a route's prefix as the aggregate of its Services' addresses, from the nodes labelled.
-func advertisement(r backend.Route, tr *backend.Translation) *ciliumv2.CiliumBGPAdvertisement {
+func advertisement(r backend.Route) *ciliumv2.CiliumBGPAdvertisement {
 	meta := backend.Meta(variantName(r), "", r.Source)
 	for _, n := range r.Nodes {
 		meta.Labels[announceKey(n)] = "true"
@@ -215,12 +216,6 @@ func advertisement(r backend.Route, tr *backend.Translation) *ciliumv2.CiliumBGP
 	}
 	if attrs.Communities != nil || attrs.LocalPreference != nil {
 		adv.Attributes = attrs
-	}
-	if r.BGP.MED != nil {
-		tr.Ignore(r.Source, "MED, including Deprefer's (Cilium's advertisements have no MED)")
-	}
-	if r.BGP.Prepend > 0 {
-		tr.Ignore(r.Source, "AS-path prepend, including Deprefer's (Cilium's advertisements have none; GRACEFUL_SHUTDOWN is still sent)")
 	}
 	return &ciliumv2.CiliumBGPAdvertisement{ObjectMeta: meta, Spec: ciliumv2.CiliumBGPAdvertisementSpec{Advertisements: []ciliumv2.BGPAdvertisement{adv}}}
 }

@@ -5,9 +5,11 @@ import (
 	"flag"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -112,7 +114,21 @@ func TestCiliumBackend(t *testing.T) {
 	c.Create(foreignAdv, foreignPool)
 	c.Nodes("n1", "n2", "n3")
 	s := backendtest.NewScenario()
+	s.Claim.Spec.BFD = &anycastv1.BFD{Multiplier: ptr.To[int32](3)}
+	s.Prefix.Spec.Attributes.MED = ptr.To[int64](10)
 	c.CreateScenario(s)
+
+	// What Cilium cannot do is named in the objects' status.
+	for _, o := range []interface {
+		client.Object
+		GetConditions() []metav1.Condition
+	}{backendtest.Get(t, c, "edge", &anycastv1.BGPSessionClaim{}), backendtest.Get(t, c, "web", &anycastv1.AnycastPrefix{})} {
+		cond := meta.FindStatusCondition(o.GetConditions(), anycastv1.ConditionSettingsIgnored)
+		if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != anycastv1.ReasonUnsupported ||
+			(!strings.Contains(cond.Message, "bfd (Cilium's BGP control plane has no BFD)") && !strings.Contains(cond.Message, "attributes.med")) {
+			t.Errorf("%T %s: SettingsIgnored %+v", o, o.GetName(), cond)
+		}
+	}
 
 	// Before any agent reports: a pool per prefix, a cluster config per node with an instance for the claim, a peer
 	// config per node and peer; nothing is advertised.

@@ -91,8 +91,13 @@ func (t Translator) Translate(d backend.Desired) backend.Translation {
 		tr.Objects = append(tr.Objects, &metallbv1beta1.IPAddressPool{ObjectMeta: t.meta(poolName(p.Source, p.Prefix), p.Source),
 			Spec: metallbv1beta1.IPAddressPoolSpec{Addresses: []string{p.Prefix.String()}, AutoAssign: ptr.To(false)}})
 	}
+	limits := backend.AttributeLimits{MED: "MetalLB has no MED"}
+	if t.Mode == Native {
+		limits.ASPathPrepend = "MetalLB's native mode has none"
+	}
+	tr.IgnoreAttributes(d, limits)
 	for _, r := range d.Routes {
-		if adv := t.advertisement(d, r, peersOf, &tr); adv != nil {
+		if adv := t.advertisement(d, r, peersOf); adv != nil {
 			tr.Objects = append(tr.Objects, adv)
 		}
 	}
@@ -114,7 +119,7 @@ func (t Translator) peer(d backend.Desired, s backend.Session, tr *backend.Trans
 		port = *s.Peer.Port
 	}
 	if port > maxPeerPort {
-		tr.Ignore(s.Claim, fmt.Sprintf("peer %s: port %d (MetalLB accepts 1-%d); the session is not configured", s.Peer.Address, port, maxPeerPort))
+		tr.IgnoreClaim(s.Claim, fmt.Sprintf("peer %s: port %d (MetalLB accepts 1-%d); the session is not configured", s.Peer.Address, port, maxPeerPort))
 		return nil, nil, false
 	}
 	p := &metallbv1beta2.BGPPeer{ObjectMeta: t.meta(s.Name(), s.Claim), Spec: metallbv1beta2.BGPPeerSpec{
@@ -125,14 +130,14 @@ func (t Translator) peer(d backend.Desired, s backend.Session, tr *backend.Trans
 		p.Spec.HoldTime = tm.HoldTime
 		if tm.KeepaliveTime != nil {
 			if t.Mode == Native {
-				tr.Ignore(s.Claim, "timers.keepaliveTime (MetalLB native mode refuses it; the speaker uses a third of the hold time)")
+				tr.IgnoreClaim(s.Claim, "timers.keepaliveTime (MetalLB native mode refuses it; the speaker uses a third of the hold time)")
 			} else {
 				p.Spec.KeepaliveTime = tm.KeepaliveTime
 			}
 		}
 		if tm.ConnectRetry != nil {
 			if t.Mode == Native {
-				tr.Ignore(s.Claim, "timers.connectRetry (MetalLB native mode refuses connectTime)")
+				tr.IgnoreClaim(s.Claim, "timers.connectRetry (MetalLB native mode refuses connectTime)")
 			} else {
 				p.Spec.ConnectTime = tm.ConnectRetry
 			}
@@ -143,13 +148,13 @@ func (t Translator) peer(d backend.Desired, s backend.Session, tr *backend.Trans
 	}
 	if s.Settings.GracefulRestart != nil {
 		if t.Mode == Native {
-			tr.Ignore(s.Claim, "gracefulRestart (MetalLB native mode has none)")
+			tr.IgnoreClaim(s.Claim, "gracefulRestart (MetalLB native mode has none)")
 		} else {
 			p.Spec.EnableGracefulRestart = true
 		}
 	}
 	if s.Settings.BFD != nil {
-		tr.Ignore(s.Claim, "bfd (not configured by the MetalLB backend yet)")
+		tr.IgnoreClaim(s.Claim, "bfd (not configured by the MetalLB backend yet)")
 	}
 	// MetalLB reads MD5 passwords from a basic-auth Secret in its own namespace.
 	secret, ok := tr.PasswordSecret(s, t.Secrets, backend.Name(s.Name(), "md5"), t.Namespace, corev1.SecretTypeBasicAuth, corev1.BasicAuthPasswordKey)
@@ -164,7 +169,7 @@ func (t Translator) peer(d backend.Desired, s backend.Session, tr *backend.Trans
 
 // advertisement is the BGPAdvertisement of a route: its pool rolled up to the prefix, from the nodes announcing it,
 // to the peers of its claims only.
-func (t Translator) advertisement(d backend.Desired, r backend.Route, peersOf map[string][]string, tr *backend.Translation) *metallbv1beta1.BGPAdvertisement {
+func (t Translator) advertisement(d backend.Desired, r backend.Route, peersOf map[string][]string) *metallbv1beta1.BGPAdvertisement {
 	var peers []string
 	for _, c := range r.BGP.Claims {
 		peers = append(peers, peersOf[c]...)
@@ -195,15 +200,8 @@ func (t Translator) advertisement(d backend.Desired, r backend.Route, peersOf ma
 	if r.BGP.LocalPref != nil {
 		adv.Spec.LocalPref = *r.BGP.LocalPref
 	}
-	if r.BGP.Prepend > 0 {
-		if t.Mode == Native {
-			tr.Ignore(r.Source, "AS-path prepend, including Deprefer's (MetalLB native mode has none; GRACEFUL_SHUTDOWN is still sent)")
-		} else {
-			adv.Spec.AsPathPrepend = uint8(min(r.BGP.Prepend, 10))
-		}
-	}
-	if r.BGP.MED != nil {
-		tr.Ignore(r.Source, "MED, including Deprefer's (MetalLB has no MED)")
+	if r.BGP.Prepend > 0 && t.Mode != Native {
+		adv.Spec.AsPathPrepend = uint8(min(r.BGP.Prepend, 10))
 	}
 	return adv
 }
