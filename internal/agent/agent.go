@@ -68,15 +68,15 @@ type Agent struct {
 	provisioned chan provisionResult
 
 	// Owned by Run's goroutine.
-	spec       *anycastv1.NodeAnnouncement
-	policies   map[string]*policyRun
-	prefixes   map[netip.Prefix]*prefixRun
+	spec         *anycastv1.NodeAnnouncement
+	policies     map[string]*policyRun
+	prefixes     map[netip.Prefix]*prefixRun
 	provisioners map[string]*provisionRun
 	provisioning map[string]anycastv1.ProvisioningStatus
 	applied      *speaker.State
-	sessions   []speaker.SessionStatus
-	written    string // fingerprint of the last status written
-	lastStatus anycastv1.NodeAnnouncementStatus
+	sessions     []speaker.SessionStatus
+	written      string // fingerprint of the last status written
+	lastStatus   anycastv1.NodeAnnouncementStatus
 	// dirty: something the speaker or the status shows may have changed since they were last made true.
 	dirty bool
 }
@@ -103,9 +103,9 @@ func New(cfg Config, c client.Client, sp speaker.Speaker, clk clock.WithTicker, 
 	}
 	return &Agent{
 		cfg: cfg, client: c, speaker: sp, clock: clk, log: log,
-		runner:   health.NewRunner(clk, cfg.ProbeConcurrency),
-		specs:    make(chan *anycastv1.NodeAnnouncement, 1),
-		results:  make(chan policyResult, 16),
+		runner:       health.NewRunner(clk, cfg.ProbeConcurrency),
+		specs:        make(chan *anycastv1.NodeAnnouncement, 1),
+		results:      make(chan policyResult, 16),
 		policies:     map[string]*policyRun{},
 		prefixes:     map[netip.Prefix]*prefixRun{},
 		provisioned:  make(chan provisionResult, 16),

@@ -98,7 +98,7 @@ func nodeProvisioning(node string, st *anycastv1.ProvisioningStatus) anycastv1.N
 type ClaimReport struct {
 	// Provisioning is each selected node's provisioning, by node, for a claim with a session provider (at most
 	// MaxSessionsInStatus entries are kept in status).
-	Provisioning []anycastv1.NodeProvisioningStatus
+	Provisioning    []anycastv1.NodeProvisioningStatus
 	InvalidSelector string
 	BoundNodes      int32
 	// MissingSecrets lists "name/key" references that do not resolve in the operator's namespace.

@@ -108,7 +108,9 @@ func (e *APIError) Error() string {
 func (e *APIError) Retryable() bool { return e.Status >= 500 || e.Status == http.StatusTooManyRequests }
 
 // NotFound reports whether the API says the object does not exist.
-func (e *APIError) NotFound() bool { return e.Status == http.StatusNotFound || e.Code == http.StatusNotFound }
+func (e *APIError) NotFound() bool {
+	return e.Status == http.StatusNotFound || e.Code == http.StatusNotFound
+}
 
 // Unauthorized reports whether the API refused the caller (a wrong key, or a source address it does not know).
 func (e *APIError) Unauthorized() bool {

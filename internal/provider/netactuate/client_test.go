@@ -66,11 +66,20 @@ func TestClientRetries(t *testing.T) {
 		{"422 is not retried and says what is wrong", nil,
 			func(c *Client) error { _, err := c.NetworkIPs(context.Background(), 999); return err }, "mbpkgid: The mbpkgid must be a valid mbpkgid", 1},
 		{"a validation error with fields", []natest.Fault{{Path: "bgp/bgpcreatesessions", Status: 422, Fields: map[string][]string{"group_id": {"The selected group id is invalid."}}}},
-			func(c *Client) error { _, err := c.CreateSessions(context.Background(), 4101, 100, false, false); return err }, "group_id: The selected group id is invalid.", 1},
+			func(c *Client) error {
+				_, err := c.CreateSessions(context.Background(), 4101, 100, false, false)
+				return err
+			}, "group_id: The selected group id is invalid.", 1},
 		{"a create is not repeated after a 5xx", []natest.Fault{{Path: "bgp/bgpcreatesessions", Status: 500}},
-			func(c *Client) error { _, err := c.CreateSessions(context.Background(), 4101, 100, false, false); return err }, "HTTP 500", 1},
+			func(c *Client) error {
+				_, err := c.CreateSessions(context.Background(), 4101, 100, false, false)
+				return err
+			}, "HTTP 500", 1},
 		{"a create is repeated after a 429", []natest.Fault{{Path: "bgp/bgpcreatesessions", Status: 429}},
-			func(c *Client) error { _, err := c.CreateSessions(context.Background(), 4101, 100, false, false); return err }, "", 2},
+			func(c *Client) error {
+				_, err := c.CreateSessions(context.Background(), 4101, 100, false, false)
+				return err
+			}, "", 2},
 		{"a wrong key is refused, not retried", nil,
 			func(c *Client) error {
 				bad, _ := New(c.base.String(), "wrong", nil)
