@@ -78,15 +78,10 @@ func servesKinds(mapper meta.RESTMapper, name string, b controllers.Backend) err
 
 // agentIgnores is what the agents' own speakers do not carry out, for the backends where they announce.
 func agentIgnores(name string) func(anycastv1.BGPSessionSettings) []string {
-	var bfd string
-	switch name {
-	case backend.Embedded:
-		bfd = "bfd (the embedded speaker, GoBGP, has no BFD)"
-	case backend.BIRD:
-		bfd = "bfd (not configured by the BIRD backend yet)"
-	default:
-		return nil
+	if name != backend.Embedded {
+		return nil // BIRD carries out every session setting
 	}
+	const bfd = "bfd (the embedded speaker, GoBGP, has no BFD; use --backend=bird for BFD)"
 	return func(s anycastv1.BGPSessionSettings) []string {
 		if s.BFD != nil {
 			return []string{bfd}

@@ -397,6 +397,7 @@ func (a *Agent) session(ns anycastv1.NodeSessions, peer netip.Addr, peerASN, loc
 	if ns.GracefulRestart != nil {
 		s.GracefulRestart = ns.GracefulRestart.RestartTime.Duration
 	}
+	s.BFD = speaker.BFDOf(ns.BFD)
 	return s
 }
 

@@ -31,6 +31,32 @@ type Session struct {
 	ConnectRetry    time.Duration
 	EBGPMultihop    uint8 // 0: directly connected
 	GracefulRestart time.Duration
+	// BFD, when set, runs Bidirectional Forwarding Detection on the session (where the speaker can).
+	BFD *BFD
+}
+
+// BFD settings; zero values leave the speaker's defaults.
+type BFD struct {
+	MinRx, MinTx time.Duration
+	Multiplier   int
+}
+
+// BFDOf reads a claim's BFD settings; nil when the claim sets none.
+func BFDOf(b *anycastv1.BFD) *BFD {
+	if b == nil {
+		return nil
+	}
+	out := &BFD{}
+	if b.MinRx != nil {
+		out.MinRx = b.MinRx.Duration
+	}
+	if b.MinTx != nil {
+		out.MinTx = b.MinTx.Duration
+	}
+	if b.Multiplier != nil {
+		out.Multiplier = int(*b.Multiplier)
+	}
+	return out
 }
 
 // Key identifies a session: one per claim and peer address.

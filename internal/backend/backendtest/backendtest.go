@@ -253,8 +253,8 @@ func (c *Cluster) Untouched(objs ...client.Object) {
 	}
 }
 
-// GoldenDesired is the state the golden translations show: two claims (one IPv4 peer with MD5, timers, multihop and
-// graceful restart; one IPv6 peer), an IPv4 and an IPv6 prefix with a community and a MED, announced by n1,
+// GoldenDesired is the state the golden translations show: two claims (one IPv4 peer with MD5, timers, multihop,
+// BFD and graceful restart; one IPv6 peer), an IPv4 and an IPv6 prefix with a community and a MED, announced by n1,
 // withdrawn by n2 and deprefered by n3.
 func GoldenDesired() backend.Desired {
 	med := int64(10)
@@ -265,6 +265,7 @@ func GoldenDesired() backend.Desired {
 			{Address: "192.0.2.1", ASN: 65001, PasswordSecretRef: &anycastv1.SecretKeyRef{Name: "bgp-md5", Key: "password"}}}},
 			Timers:          &anycastv1.BGPTimers{HoldTime: &metav1.Duration{Duration: 90 * time.Second}, KeepaliveTime: &metav1.Duration{Duration: 30 * time.Second}},
 			EBGPMultihop:    ptr.To[int32](2),
+			BFD:             &anycastv1.BFD{MinRx: &metav1.Duration{Duration: 300 * time.Millisecond}, MinTx: &metav1.Duration{Duration: 300 * time.Millisecond}, Multiplier: ptr.To[int32](3)},
 			GracefulRestart: &anycastv1.GracefulRestart{RestartTime: metav1.Duration{Duration: 2 * time.Minute}}}},
 		{Claim: "transit", BGPSessionSettings: anycastv1.BGPSessionSettings{LocalASN: 64512, Static: &anycastv1.StaticSessions{Peers: []anycastv1.BGPPeer{
 			{Address: "2001:db8::1", ASN: 65002}}}}},

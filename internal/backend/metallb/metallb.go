@@ -15,10 +15,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	metallbv1beta2 "go.universe.tf/metallb/api/v1beta2"
 
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/backend"
 )
 
@@ -43,6 +45,7 @@ func (t Translator) Kinds() []backend.Kind {
 		metallbv1beta2.GroupVersion.WithKind("BGPPeer"),
 		metallbv1beta1.GroupVersion.WithKind("IPAddressPool"),
 		metallbv1beta1.GroupVersion.WithKind("BGPAdvertisement"),
+		metallbv1beta1.GroupVersion.WithKind("BFDProfile"),
 		corev1.SchemeGroupVersion.WithKind("Secret"),
 	} {
 		out = append(out, backend.Kind{GroupVersionKind: gvk, Namespace: t.Namespace})
@@ -74,15 +77,17 @@ func (t Translator) Translate(d backend.Desired) backend.Translation {
 	var tr backend.Translation
 	peersOf := map[string][]string{} // claim → BGPPeer names
 	for _, s := range d.Sessions {
-		peer, secret, ok := t.peer(d, s, &tr)
+		peer, extra, ok := t.peer(d, s, &tr)
 		if !ok {
 			continue
 		}
 		peersOf[s.Claim] = append(peersOf[s.Claim], peer.Name)
-		tr.Objects = append(tr.Objects, peer)
-		if secret != nil {
-			tr.Objects = append(tr.Objects, secret)
+		for _, o := range extra {
+			if !slices.ContainsFunc(tr.Objects, func(x client.Object) bool { return sameObject(x, o) }) {
+				tr.Objects = append(tr.Objects, o) // a claim's BFD profile serves all its peers
+			}
 		}
+		tr.Objects = append(tr.Objects, peer)
 	}
 	// A pool per planned prefix, whether announced or not: MetalLB refuses a whole new configuration while a
 	// Service holds an address of no pool, and would then keep announcing what was just withdrawn (found by the
@@ -113,7 +118,23 @@ func poolName(source string, prefix netip.Prefix) string {
 }
 
 // peer is the BGPPeer of a session, and the Secret carrying its password into MetalLB's namespace.
-func (t Translator) peer(d backend.Desired, s backend.Session, tr *backend.Translation) (*metallbv1beta2.BGPPeer, *corev1.Secret, bool) {
+// bfdProfile is a claim's BFD settings as a MetalLB BFDProfile (frr-k8s mode); intervals in milliseconds.
+func bfdProfile(meta metav1.ObjectMeta, b *anycastv1.BFD) *metallbv1beta1.BFDProfile {
+	p := &metallbv1beta1.BFDProfile{ObjectMeta: meta}
+	ms := func(d *metav1.Duration) *uint32 {
+		if d == nil {
+			return nil
+		}
+		return ptr.To(uint32(d.Milliseconds()))
+	}
+	p.Spec.ReceiveInterval, p.Spec.TransmitInterval = ms(b.MinRx), ms(b.MinTx)
+	if b.Multiplier != nil {
+		p.Spec.DetectMultiplier = ptr.To(uint32(*b.Multiplier))
+	}
+	return p
+}
+
+func (t Translator) peer(d backend.Desired, s backend.Session, tr *backend.Translation) (*metallbv1beta2.BGPPeer, []client.Object, bool) {
 	port := int32(179)
 	if s.Peer.Port != nil {
 		port = *s.Peer.Port
@@ -153,18 +174,29 @@ func (t Translator) peer(d backend.Desired, s backend.Session, tr *backend.Trans
 			p.Spec.EnableGracefulRestart = true
 		}
 	}
-	if s.Settings.BFD != nil {
-		tr.IgnoreClaim(s.Claim, "bfd (not configured by the MetalLB backend yet)")
+	var bfd *metallbv1beta1.BFDProfile
+	if b := s.Settings.BFD; b != nil {
+		if t.Mode == Native {
+			tr.IgnoreClaim(s.Claim, "bfd (MetalLB's native mode has no BFD)")
+		} else {
+			bfd = bfdProfile(t.meta(backend.Name("anycast", s.Claim, "bfd"), s.Claim), b)
+			p.Spec.BFDProfile = bfd.Name
+		}
 	}
 	// MetalLB reads MD5 passwords from a basic-auth Secret in its own namespace.
 	secret, ok := tr.PasswordSecret(s, t.Secrets, backend.Name(s.Name(), "md5"), t.Namespace, corev1.SecretTypeBasicAuth, corev1.BasicAuthPasswordKey)
 	if !ok {
 		return nil, nil, false
 	}
+	var extra []client.Object
 	if secret != nil {
 		p.Spec.PasswordSecret = corev1.SecretReference{Name: secret.Name, Namespace: t.Namespace}
+		extra = append(extra, secret)
 	}
-	return p, secret, true
+	if bfd != nil {
+		extra = append(extra, bfd)
+	}
+	return p, extra, true
 }
 
 // advertisement is the BGPAdvertisement of a route: its pool rolled up to the prefix, from the nodes announcing it,
@@ -211,4 +243,8 @@ func hostnameSelector(hosts []string) metav1.LabelSelector {
 	return metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
 		Key: corev1.LabelHostname, Operator: metav1.LabelSelectorOpIn, Values: hosts,
 	}}}
+}
+
+func sameObject(a, b client.Object) bool {
+	return a.GetName() == b.GetName() && a.GetNamespace() == b.GetNamespace() && fmt.Sprintf("%T", a) == fmt.Sprintf("%T", b)
 }

@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
@@ -76,7 +78,17 @@ func TestMetalLBBackend(t *testing.T) {
 	c.Create(foreignPeer, foreignPool)
 	c.Nodes("n1", "n2", "n3")
 	s := backendtest.NewScenario()
+	s.Claim.Spec.BFD = &anycastv1.BFD{MinRx: &metav1.Duration{Duration: 300 * time.Millisecond}, Multiplier: ptr.To[int32](3)}
 	c.CreateScenario(s)
+
+	// frr-k8s mode: the claim's BFD settings become a BFDProfile that its peers use.
+	var profile metallbv1beta1.BFDProfile
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: metallbNS, Name: "anycast-edge-bfd"}, &profile); err != nil {
+		t.Fatal(err)
+	}
+	if profile.Spec.ReceiveInterval == nil || *profile.Spec.ReceiveInterval != 300 || *profile.Spec.DetectMultiplier != 3 || profile.Spec.TransmitInterval != nil {
+		t.Errorf("BFDProfile %+v", profile.Spec)
+	}
 
 	// No agent has reported yet: sessions and pools exist, nothing is advertised.
 	var peers metallbv1beta2.BGPPeerList
@@ -87,6 +99,9 @@ func TestMetalLBBackend(t *testing.T) {
 		t.Fatalf("want 2 BGPPeers, got %d", len(peers.Items))
 	}
 	for _, p := range peers.Items {
+		if p.Spec.BFDProfile != "anycast-edge-bfd" {
+			t.Errorf("BGPPeer %s uses BFD profile %q", p.Name, p.Spec.BFDProfile)
+		}
 		if got := p.Spec.NodeSelectors[0].MatchExpressions[0].Values; !slices.Equal(got, []string{"host-n1", "host-n2", "host-n3"}) {
 			t.Errorf("BGPPeer %s selects %v", p.Name, got)
 		}
@@ -160,7 +175,7 @@ func TestMetalLBBackend(t *testing.T) {
 
 	// Steady state: reconciling again writes nothing.
 	c.Unchanged(metallbv1beta2.GroupVersion.WithKind("BGPPeer"), metallbv1beta1.GroupVersion.WithKind("IPAddressPool"),
-		metallbv1beta1.GroupVersion.WithKind("BGPAdvertisement"), corev1.SchemeGroupVersion.WithKind("Secret"))
+		metallbv1beta1.GroupVersion.WithKind("BGPAdvertisement"), metallbv1beta1.GroupVersion.WithKind("BFDProfile"), corev1.SchemeGroupVersion.WithKind("Secret"))
 
 	// n2 withdraws: it leaves the node selectors.
 	c.Report("n2", anycastv1.PrefixWithdrawn)
@@ -230,6 +245,10 @@ func TestMetalLBBackend(t *testing.T) {
 	}
 	if len(secrets.Items) != 0 {
 		t.Errorf("Secrets left in MetalLB's namespace: %d", len(secrets.Items))
+	}
+	var profiles metallbv1beta1.BFDProfileList
+	if err := c.Client.List(ctx, &profiles, client.InNamespace(metallbNS)); err != nil || len(profiles.Items) != 0 {
+		t.Errorf("BFD profiles left after the claim was deleted: %d %v", len(profiles.Items), err)
 	}
 	c.Gone(s.Claim)
 	c.Untouched(foreignPeer, foreignPool)

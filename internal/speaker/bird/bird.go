@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -261,6 +262,10 @@ func render(st speaker.State, listenPort uint16) (map[string][]byte, map[string]
 		routes.WriteString("}\n")
 	}
 	names := map[string]string{}
+	if slices.ContainsFunc(st.Sessions, func(x speaker.Session) bool { return x.BFD != nil }) {
+		// BGP asks a BFD protocol for its sessions; this one is the operator's, beside any of bird.conf's own.
+		peers.WriteString("protocol bfd anycast_bfd {\n}\n")
+	}
 	for i, x := range st.Sessions {
 		name := fmt.Sprintf("anycast_%s_%d", sanitize(x.Claim), i)
 		names[name] = x.Key()
@@ -292,6 +297,19 @@ func render(st speaker.State, listenPort uint16) (map[string][]byte, map[string]
 		}
 		if x.GracefulRestart > 0 {
 			fmt.Fprintf(&peers, "  graceful restart on; graceful restart time %d;\n", int(x.GracefulRestart.Seconds()))
+		}
+		if b := x.BFD; b != nil {
+			var opts []string
+			if b.MinRx > 0 {
+				opts = append(opts, fmt.Sprintf("min rx interval %d ms;", b.MinRx.Milliseconds()))
+			}
+			if b.MinTx > 0 {
+				opts = append(opts, fmt.Sprintf("min tx interval %d ms;", b.MinTx.Milliseconds()))
+			}
+			if b.Multiplier > 0 {
+				opts = append(opts, fmt.Sprintf("multiplier %d;", b.Multiplier))
+			}
+			fmt.Fprintf(&peers, "  bfd { %s };\n", strings.Join(opts, " "))
 		}
 		exportFilter := "none"
 		if _, ok := st.Exports[x.Claim]; ok {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -33,7 +34,10 @@ func TestBIRDAgainstARouter(t *testing.T) {
 	// Multihop: BIRD derives a directly connected eBGP session's next hop from an interface address, and 127.0.0.2
 	// is on no interface here (on a node, the local address is).
 	session := speaker.Session{Claim: "transit-a", PeerAddress: router, PeerASN: 65001, LocalASN: 64512, Port: uint16(r.Port), LocalAddress: node,
-		HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second, ConnectRetry: time.Second, EBGPMultihop: 2}
+		HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second, ConnectRetry: time.Second, EBGPMultihop: 2,
+		// The router runs no BFD: BIRD still establishes the session, and tears it down only when a BFD session
+		// that was up goes down.
+		BFD: &speaker.BFD{MinRx: 300 * time.Millisecond, MinTx: 200 * time.Millisecond, Multiplier: 4}}
 	attrs := &anycastv1.BGPAttributes{Communities: []anycastv1.Community{"64512:100", "no-export"}, LargeCommunities: []anycastv1.LargeCommunity{"64512:1:2"},
 		MED: ptr.To[int64](10), ASPathPrepend: ptr.To[int32](1)}
 	route := func(p netip.Prefix, deprefer bool) speaker.Route {
@@ -67,6 +71,14 @@ func TestBIRDAgainstARouter(t *testing.T) {
 	}
 	if p := r.Paths(web); len(p) != 0 {
 		t.Errorf("web leaked past the export filter: %s", p[0])
+	}
+	// BFD runs for the session, with the claim's timers.
+	out, err := exec.Command("birdc", "-s", s.Socket, "show", "bfd", "sessions").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), router.String()) {
+		t.Errorf("BIRD runs no BFD session to the router: %v\n%s", err, out)
+	}
+	if peers, _ := os.ReadFile(filepath.Join(s.Dir, "peers.conf")); !strings.Contains(string(peers), "bfd { min rx interval 300 ms; min tx interval 200 ms; multiplier 4; };") {
+		t.Errorf("peers.conf without the claim's BFD settings:\n%s", peers)
 	}
 
 	apply(route(dns, true))
