@@ -165,13 +165,15 @@ func (t Translator) peer(d backend.Desired, s backend.Session, tr *backend.Trans
 		}
 	}
 	if s.Settings.EBGPMultihop != nil && *s.Settings.EBGPMultihop > 1 {
-		p.Spec.EBGPMultiHop = true // MetalLB has no TTL: multihop is on or off
+		p.Spec.EBGPMultiHop = true
+		tr.IgnoreClaim(s.Claim, "the ebgpMultihop TTL (MetalLB turns multihop on or off; FRR's TTL applies)")
 	}
 	if s.Settings.GracefulRestart != nil {
 		if t.Mode == Native {
 			tr.IgnoreClaim(s.Claim, "gracefulRestart (MetalLB native mode has none)")
 		} else {
 			p.Spec.EnableGracefulRestart = true
+			tr.IgnoreClaim(s.Claim, "gracefulRestart.restartTime (MetalLB turns graceful restart on or off; FRR's restart time applies)")
 		}
 	}
 	var bfd *metallbv1beta1.BFDProfile
