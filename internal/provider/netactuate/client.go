@@ -135,7 +135,7 @@ func (c *Client) call(ctx context.Context, method, path string, form url.Values,
 	var err error
 	for attempt := 1; ; attempt++ {
 		var wait time.Duration
-		err, wait = c.once(ctx, method, path, form, out)
+		wait, err = c.once(ctx, method, path, form, out)
 		if err == nil || attempt >= attempts || !retryable(err, retry) {
 			return err
 		}
@@ -181,12 +181,12 @@ func (e *DecodeError) Error() string {
 func (e *DecodeError) Unwrap() error { return e.Err }
 
 // once makes one attempt. wait is the server's Retry-After, if it sent one.
-func (c *Client) once(ctx context.Context, method, path string, form url.Values, out any) (err error, wait time.Duration) {
+func (c *Client) once(ctx context.Context, method, path string, form url.Values, out any) (wait time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	ref, err := url.Parse(path)
 	if err != nil {
-		return fmt.Errorf("NetActuate API %s %s: %w", method, path, err), 0
+		return 0, fmt.Errorf("NetActuate API %s %s: %w", method, path, err)
 	}
 	u := c.base.ResolveReference(ref)
 	if c.key != "" {
@@ -200,7 +200,7 @@ func (c *Client) once(ctx context.Context, method, path string, form url.Values,
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
-		return fmt.Errorf("NetActuate API %s %s: %w", method, path, redact(err)), 0
+		return 0, fmt.Errorf("NetActuate API %s %s: %w", method, path, redact(err))
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "anycast-operator")
@@ -210,27 +210,27 @@ func (c *Client) once(ctx context.Context, method, path string, form url.Values,
 	resp, err := c.http.Do(req)
 	if err != nil {
 		// *url.Error carries the URL, and with it the key: keep only what went wrong.
-		return fmt.Errorf("NetActuate API %s %s: %w", method, path, redact(err)), 0
+		return 0, fmt.Errorf("NetActuate API %s %s: %w", method, path, redact(err))
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if err != nil {
-		return fmt.Errorf("NetActuate API %s %s: reading the answer: %w", method, path, redact(err)), 0
+		return 0, fmt.Errorf("NetActuate API %s %s: reading the answer: %w", method, path, redact(err))
 	}
 	var env envelope
 	decodeErr := json.Unmarshal(raw, &env)
 	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
 	if decodeErr == nil && ok && (env.Code == 0 || (env.Code >= 200 && env.Code < 300)) && env.Result != "error" {
 		if out == nil || len(env.Data) == 0 || string(env.Data) == "null" {
-			return nil, 0
+			return 0, nil
 		}
 		if err := json.Unmarshal(env.Data, out); err != nil {
-			return &DecodeError{Method: method, Path: path, Status: resp.StatusCode, Err: err}, 0
+			return 0, &DecodeError{Method: method, Path: path, Status: resp.StatusCode, Err: err}
 		}
-		return nil, 0
+		return 0, nil
 	}
 	if decodeErr != nil && ok {
-		return &DecodeError{Method: method, Path: path, Status: resp.StatusCode, Err: decodeErr}, 0
+		return 0, &DecodeError{Method: method, Path: path, Status: resp.StatusCode, Err: decodeErr}
 	}
 	apiErr := &APIError{Method: method, Path: path, Status: resp.StatusCode, Code: int(env.Code), Fields: decodeFields(env.Fields)}
 	if env.Message != nil {
@@ -242,7 +242,7 @@ func (c *Client) once(ctx context.Context, method, path string, form url.Values,
 	if resp.StatusCode == http.StatusTooManyRequests {
 		wait = min(retryAfter(resp.Header.Get("Retry-After"), c.Clock.Now()), c.MaxRetryAfter)
 	}
-	return apiErr, wait
+	return wait, apiErr
 }
 
 // retryAfter reads a Retry-After header: seconds, or an HTTP date.
