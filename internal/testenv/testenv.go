@@ -121,19 +121,20 @@ func AssetsDir(root string) (string, error) {
 	return dir, nil
 }
 
-// RepoRoot finds the directory holding go.mod, from the working directory up.
+// RepoRoot finds the repository's root (the directory holding PROJECT), from the working directory up: the test
+// modules below it (test/upstream, test/install) have go.mod files of their own.
 func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, "PROJECT")); err == nil {
 			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory")
+			return "", errors.New("the repository root (PROJECT) was not found above the working directory")
 		}
 		dir = parent
 	}
