@@ -150,11 +150,11 @@ func TestChart(t *testing.T) {
 // missing.
 func TestChartRefusesBadValues(t *testing.T) {
 	for set, want := range map[string]string{
-		"replicas=3":                                  "additional properties 'replicas' not allowed",
-		"manager.replica=3":                           "additional properties 'replica' not allowed",
-		"backend=frr":                                 "backend",
-		"bgp.localASN=23456":                          "localASN",
-		"bgp.localASN=64512,bgp.prefixes[0]=10.0.0.0/8": "set bgp.peers (static peers) or bgp.netactuate.groupID",
+		"replicas=3":         "additional properties 'replicas' not allowed",
+		"manager.replica=3":  "additional properties 'replica' not allowed",
+		"backend=frr":        "backend",
+		"bgp.localASN=23456": "localASN",
+		"bgp.localASN=64512,bgp.prefixes[0]=10.0.0.0/8":                                "set bgp.peers (static peers) or bgp.netactuate.groupID",
 		"bgp.localASN=64512,bgp.prefixes[0]=10.0.0.0/8,bgp.peers[0].address=192.0.2.1": "peer 192.0.2.1 has no asn",
 	} {
 		_, err := render(t, set)
