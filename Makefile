@@ -135,6 +135,12 @@ build-installer: envtest-assets ## Write dist/install.yaml: everything of config
 	$(ENVTEST_ASSETS)/kubectl kustomize config/default > dist/install.yaml
 	@echo "dist/install.yaml: $$(grep -c '^kind:' dist/install.yaml) objects"
 
+BUNDLE_VERSION ?= 0.1.0
+
+.PHONY: bundle
+bundle: ## Write the OLM bundle (bundle/, bundle.Dockerfile) from config/.
+	cd test/install && go run ./cmd/bundlegen -root ../.. -version $(BUNDLE_VERSION)
+
 .PHONY: run
 run: ## Run the manager against the current kubeconfig.
 	go run ./cmd/manager --leader-elect=false
