@@ -68,14 +68,20 @@ func startManager(t testing.TB, env *testenv.Env) {
 // startManagerWith runs the manager with a Kubernetes BGP stack backend (nil: the agents announce).
 // It returns a function that stops it (it stops at the end of the test anyway).
 func startManagerWith(t testing.TB, env *testenv.Env, backend controllers.Backend) (stop func()) {
+	return startManagerLogged(t, env, backend, logr.Discard())
+}
+
+// startManagerLogged is startManagerWith with the manager's logs going to log and its events recorded.
+func startManagerLogged(t testing.TB, env *testenv.Env, backend controllers.Backend, log logr.Logger) (stop func()) {
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)}, Logger: log,
 		// The last scenario kills the API server; do not wait for it at shutdown.
 		GracefulShutdownTimeout: ptr.To(time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &controllers.PlannerReconciler{Client: mgr.GetClient(), Clock: clock.RealClock{}, Namespace: namespace, Backend: backend}
+	p := &controllers.PlannerReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder(controllers.FieldOwner), Clock: clock.RealClock{},
+		Namespace: namespace, Backend: backend}
 	if err := p.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}

@@ -60,15 +60,15 @@ func startNodeServices(t testing.TB, addrs ...netip.Addr) (int, []*nodeService) 
 	return port, out
 }
 
-// metallbCluster runs the manager with the MetalLB backend and agents that only decide and report (speaker.Delegated),
-// against an API server with MetalLB's CRDs. It returns a client and the nodes' services.
-func metallbCluster(t *testing.T, nodes map[string]netip.Addr, names []string) (client.Client, []*nodeService) {
+// startMetalLBAPIServer is a test API server with MetalLB's CRDs and frr-k8s's (frr-k8s mode reads its session
+// states), and a client that knows their kinds.
+func startMetalLBAPIServer(t *testing.T) (*testenv.Env, client.Client) {
 	t.Helper()
 	dir, err := testenv.MetalLBCRDs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	frr, err := testenv.FRRK8sCRDs() // frr-k8s mode reads frr-k8s's session states
+	frr, err := testenv.FRRK8sCRDs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +80,14 @@ func metallbCluster(t *testing.T, nodes map[string]netip.Addr, names []string) (
 	if err != nil {
 		t.Fatal(err)
 	}
+	return env, k8s
+}
+
+// metallbCluster runs the manager with the MetalLB backend and agents that only decide and report (speaker.Delegated),
+// against an API server with MetalLB's CRDs. It returns a client and the nodes' services.
+func metallbCluster(t *testing.T, nodes map[string]netip.Addr, names []string) (client.Client, []*nodeService) {
+	t.Helper()
+	env, k8s := startMetalLBAPIServer(t)
 	var addrs []netip.Addr
 	for _, n := range names {
 		addrs = append(addrs, nodes[n])

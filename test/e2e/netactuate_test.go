@@ -17,18 +17,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	metallbv1beta2 "go.universe.tf/metallb/api/v1beta2"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
-	"github.com/anycast-operator/anycast-operator/controllers"
 	"github.com/anycast-operator/anycast-operator/internal/agent"
 	"github.com/anycast-operator/anycast-operator/internal/backend/metallb"
 	"github.com/anycast-operator/anycast-operator/internal/provider/netactuate/natest"
@@ -63,22 +57,7 @@ const naKey = "na-api-key-4c1d2e-never-copied"
 // claim's status. A node the account does not know gets an actionable error. Restarted agents create nothing twice.
 // The API key appears in no log line, event, status or error.
 func TestNetActuateProvisioning(t *testing.T) {
-	dir, err := testenv.MetalLBCRDs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	frr, err := testenv.FRRK8sCRDs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, _ := startCluster(t, testenv.WithCRDs(dir, frr))
-	if err := metallb.AddToScheme(env.Scheme); err != nil {
-		t.Fatal(err)
-	}
-	k8s, err := client.New(env.Config, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, k8s := startMetalLBAPIServer(t)
 	ctx := context.Background()
 	nodes := map[string]netip.Addr{"edge-1": netip.MustParseAddr("127.0.0.2"), "edge-2": netip.MustParseAddr("127.0.0.4"), "edge-3": netip.MustParseAddr("127.0.0.6")}
 	api := natest.Start(naKey, []natest.Server{
@@ -103,8 +82,8 @@ func TestNetActuateProvisioning(t *testing.T) {
 	create(t, k8s, objs...)
 
 	var managerLog, agentLog logBuffer
-	startCapturedManager(t, env, managerLog.logger(), metallb.Translator{Namespace: "metallb-system", Mode: metallb.FRRK8s, FRRK8sNamespace: "metallb-system",
-		Secrets: func(string, string) ([]byte, bool) { return nil, false }})
+	startManagerLogged(t, env, metallb.Translator{Namespace: "metallb-system", Mode: metallb.FRRK8s, FRRK8sNamespace: "metallb-system",
+		Secrets: func(string, string) ([]byte, bool) { return nil, false }}, managerLog.logger())
 	stops := map[string]func(){}
 	for n, addr := range nodes {
 		stops[n] = startProvisioningAgent(t, env, n, addr, agentLog.logger())
@@ -210,29 +189,6 @@ func findCondition(conds []metav1.Condition, t string) *metav1.Condition {
 		}
 	}
 	return nil
-}
-
-// startCapturedManager runs the manager with its logs and events going to log and the API server.
-func startCapturedManager(t *testing.T, env *testenv.Env, log logr.Logger, backend controllers.Backend) {
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)}, Logger: log, GracefulShutdownTimeout: ptr.To(time.Second)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recorder events.EventRecorder = mgr.GetEventRecorder(controllers.FieldOwner)
-	p := &controllers.PlannerReconciler{Client: mgr.GetClient(), Recorder: recorder, Clock: clock.RealClock{}, Namespace: namespace, Backend: backend}
-	if err := p.SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		if err := mgr.Start(ctx); err != nil {
-			t.Errorf("manager: %v", err)
-		}
-		close(done)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
 }
 
 // startProvisioningAgent runs a deciding-only agent that provisions quickly; it returns a function that stops it.

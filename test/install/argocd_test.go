@@ -107,8 +107,8 @@ func TestArgoCDHealth(t *testing.T) {
 		kind, name, obj, status, says string
 	}{
 		{"AnycastPrefix", "announced", obj(3, "", 3, ready, notStalled, notReconciling), "Healthy", "Announced by 4 of 5"},
-		{"AnycastPrefix", "stale generation", obj(4, "", 3, ready, notStalled, notReconciling), "Progressing", "observe generation 4"},
-		{"AnycastPrefix", "never observed", obj(1, "", 0), "Progressing", "observe generation 1"},
+		{"AnycastPrefix", "stale generation", obj(4, "", 3, ready, notStalled, notReconciling), "Progressing", "act on generation 4"},
+		{"AnycastPrefix", "never observed", obj(1, "", 0), "Progressing", "act on generation 1"},
 		{"AnycastPrefix", "paused", obj(3, "paused: true", 3, ready), "Suspended", "Paused"},
 		{"AnycastPrefix", "awaiting agents", obj(2, "", 2, cond("Ready", "False", "AwaitingAgents", "Planned on 3 nodes"),
 			cond("Reconciling", "True", "AwaitingAgents", "Planned on 3 nodes; waiting for their agents"), notStalled), "Progressing", "waiting for their agents"},
