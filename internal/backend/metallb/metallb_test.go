@@ -173,6 +173,27 @@ func TestMetalLBBackend(t *testing.T) {
 		t.Errorf("claim sessions from frr-k8s BGPSessionStates: %v", states)
 	}
 
+	// Graceful restart is immutable on a MetalLB BGPPeer once set, but the field may go and come back: turning it
+	// off and on in the claim is accepted by MetalLB's CRD.
+	for _, gr := range []*anycastv1.GracefulRestart{nil, s.Claim.Spec.GracefulRestart} {
+		var claim anycastv1.BGPSessionClaim
+		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(s.Claim), &claim); err != nil {
+			t.Fatal(err)
+		}
+		claim.Spec.GracefulRestart = gr
+		if err := c.Client.Update(ctx, &claim); err != nil {
+			t.Fatal(err)
+		}
+		c.Reconcile()
+		var p metallbv1beta2.BGPPeer
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: metallbNS, Name: "anycast-edge-192-0-2-1"}, &p); err != nil {
+			t.Fatal(err)
+		}
+		if p.Spec.EnableGracefulRestart != (gr != nil) {
+			t.Errorf("graceful restart %v in the claim, %v on the BGPPeer", gr != nil, p.Spec.EnableGracefulRestart)
+		}
+	}
+
 	// Steady state: reconciling again writes nothing.
 	c.Unchanged(metallbv1beta2.GroupVersion.WithKind("BGPPeer"), metallbv1beta1.GroupVersion.WithKind("IPAddressPool"),
 		metallbv1beta1.GroupVersion.WithKind("BGPAdvertisement"), metallbv1beta1.GroupVersion.WithKind("BFDProfile"), corev1.SchemeGroupVersion.WithKind("Secret"))
