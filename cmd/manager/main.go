@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -22,6 +23,7 @@ import (
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/controllers"
+	"github.com/anycast-operator/anycast-operator/internal/agentdeploy"
 	"github.com/anycast-operator/anycast-operator/internal/backend"
 	"github.com/anycast-operator/anycast-operator/internal/backend/calico"
 	"github.com/anycast-operator/anycast-operator/internal/backend/cilium"
@@ -46,6 +48,7 @@ func run(ctx context.Context, args []string) error {
 	var (
 		metricsAddr, probeAddr, namespace, backendName string
 		stack                                          stackOptions
+		agentImage                                     string
 		leaderElect                                    bool
 		workers                                        int
 	)
@@ -56,6 +59,7 @@ func run(ctx context.Context, args []string) error {
 	flag.StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "anycast-system"), "The operator's namespace: where referenced Secrets and the leader-election Lease live.")
 	flag.StringVar(&backendName, "backend", backend.Embedded, fmt.Sprintf("How prefixes reach BGP: one of %v.", backends))
 	flag.IntVar(&workers, "write-concurrency", 16, "Concurrent API writes of one plan.")
+	flag.StringVar(&agentImage, "agent-image", "", "When set, the manager deploys the agents' DaemonSet itself, in its namespace, with this image (OLM installs; otherwise apply config/agent).")
 	stack.bindFlags(flag)
 	opts := zap.Options{}
 	opts.BindFlags(flag)
@@ -113,7 +117,8 @@ func run(ctx context.Context, args []string) error {
 		LeaderElectionID:        "anycast-manager.anycast.dev",
 		LeaderElectionNamespace: namespace,
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Namespaces: secretNamespaces},
+			&corev1.Secret{}:    {Namespaces: secretNamespaces},
+			&appsv1.DaemonSet{}: {Namespaces: map[string]cache.Config{namespace: {}}},
 		}},
 	})
 	if err != nil {
@@ -137,6 +142,15 @@ func run(ctx context.Context, args []string) error {
 	}
 	if err := planner.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the planner: %w", err)
+	}
+	if agentImage != "" {
+		ds, err := agentdeploy.DaemonSet(namespace, agentImage, backendName)
+		if err != nil {
+			return err
+		}
+		if err := (&controllers.AgentDaemonSetReconciler{Client: mgr.GetClient(), DaemonSet: ds}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up the agents' DaemonSet: %w", err)
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -64,7 +66,8 @@ func TestManagerBinary(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(runCtx, []string{"--leader-elect", "--namespace=anycast-test", "--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:0"})
+		done <- run(runCtx, []string{"--leader-elect", "--namespace=anycast-test", "--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:0",
+			"--agent-image=registry.example/anycast/agent:v9"})
 	}()
 	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		var na anycastv1.NodeAnnouncement
@@ -79,6 +82,28 @@ func TestManagerBinary(t *testing.T) {
 	var lease coordinationv1.Lease
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: "anycast-test", Name: "anycast-manager.anycast.dev"}, &lease); err != nil {
 		t.Errorf("no leader-election Lease: %v", err)
+	}
+	// With --agent-image the manager deploys the agents' DaemonSet (OLM installs), and puts it back when deleted.
+	agentDS := func() *appsv1.DaemonSet {
+		var ds appsv1.DaemonSet
+		err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			return k8s.Get(ctx, client.ObjectKey{Namespace: "anycast-test", Name: "anycast-agent"}, &ds) == nil && ds.DeletionTimestamp == nil, nil
+		})
+		if err != nil {
+			t.Fatalf("the manager did not deploy the agents' DaemonSet: %v", err)
+		}
+		return &ds
+	}
+	ds := agentDS()
+	c := ds.Spec.Template.Spec.Containers[0]
+	if c.Image != "registry.example/anycast/agent:v9" || !slices.Contains(c.Args, "--backend=embedded") || !ds.Spec.Template.Spec.HostNetwork {
+		t.Errorf("the agents' DaemonSet: image %s, args %v, hostNetwork %v", c.Image, c.Args, ds.Spec.Template.Spec.HostNetwork)
+	}
+	if err := k8s.Delete(ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	if again := agentDS(); again.UID == ds.UID {
+		t.Errorf("the deleted DaemonSet was not put back")
 	}
 	stop()
 	if err := <-done; err != nil {

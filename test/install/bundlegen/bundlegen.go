@@ -35,6 +35,9 @@ type Options struct {
 	Version string // semver, such as 0.1.0
 	// ManagerImage is the manager's image; default ghcr.io/anycast-operator/manager:v<Version>.
 	ManagerImage string
+	// AgentImage is the agents' image, which the manager deploys (--agent-image); default
+	// ghcr.io/anycast-operator/agent:v<Version>.
+	AgentImage string
 }
 
 // Generate writes the bundle for the repository at root into out (out/manifests, out/metadata) and the
@@ -46,6 +49,9 @@ func Generate(root, out, dockerfileDir string, opt Options) error {
 	}
 	if opt.ManagerImage == "" {
 		opt.ManagerImage = "ghcr.io/anycast-operator/manager:v" + opt.Version
+	}
+	if opt.AgentImage == "" {
+		opt.AgentImage = "ghcr.io/anycast-operator/agent:v" + opt.Version
 	}
 	manifests := filepath.Join(out, "manifests")
 	metadata := filepath.Join(out, "metadata")
@@ -67,7 +73,8 @@ func Generate(root, out, dockerfileDir string, opt Options) error {
 		}
 	}
 	objs, err := readObjects(filepath.Join(root, "config", "manager", "manager.yaml"), filepath.Join(root, "config", "rbac", "role.yaml"), filepath.Join(root, "config", "rbac", "role_binding.yaml"),
-		filepath.Join(root, "config", "rbac", "leader_election_role.yaml"), filepath.Join(root, "config", "agent", "rbac.yaml"))
+		filepath.Join(root, "config", "rbac", "leader_election_role.yaml"), filepath.Join(root, "config", "agent", "rbac.yaml"),
+		filepath.Join(root, "config", "olm", "agent_deployer_rbac.yaml"))
 	if err != nil {
 		return err
 	}
@@ -215,7 +222,10 @@ func clusterServiceVersion(v semver.Version, opt Options, crds []*apiextensionsv
 			if err := convert(o, &d); err != nil {
 				return nil, err
 			}
-			d.Spec.Template.Spec.Containers[0].Image = opt.ManagerImage
+			// OLM cannot install a DaemonSet: the manager deploys the agents' itself.
+			c := &d.Spec.Template.Spec.Containers[0]
+			c.Image = opt.ManagerImage
+			c.Args = append(c.Args, "--agent-image="+opt.AgentImage)
 			strategy.DeploymentSpecs = append(strategy.DeploymentSpecs, operatorsv1alpha1.StrategyDeploymentSpec{Name: d.Name, Spec: d.Spec, Label: d.Labels})
 		}
 	}
@@ -261,6 +271,7 @@ func clusterServiceVersion(v semver.Version, opt Options, crds []*apiextensionsv
 				{Type: operatorsv1alpha1.InstallModeTypeMultiNamespace, Supported: false},
 				{Type: operatorsv1alpha1.InstallModeTypeAllNamespaces, Supported: true},
 			},
+			RelatedImages:             []operatorsv1alpha1.RelatedImage{{Name: "manager", Image: opt.ManagerImage}, {Name: "agent", Image: opt.AgentImage}},
 			InstallStrategy:           operatorsv1alpha1.NamedInstallStrategy{StrategyName: operatorsv1alpha1.InstallStrategyNameDeployment, StrategySpec: strategy},
 			CustomResourceDefinitions: operatorsv1alpha1.CustomResourceDefinitions{Owned: owned},
 		},
@@ -297,8 +308,7 @@ local service and withdraws the prefix from that node when it fails (rise/fall t
 cluster-wide maxWithdrawn budget), then announces it again when it recovers. Prefixes are announced by the cluster's
 BGP stack (MetalLB, Calico, Cilium) or by the agent itself (BIRD 2 or its embedded speaker).
 
-The agent runs as a DaemonSet, which an OLM bundle cannot carry: after installing, apply it from the project's
-config/agent/daemonset.yaml (its ServiceAccount and permissions come with this bundle).`
+The agents run as a DaemonSet, which the manager deploys in its namespace (an OLM bundle cannot carry one).`
 
 const icon = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><circle cx="32" cy="32" r="8" fill="#2563eb"/>` +
 	`<circle cx="10" cy="14" r="5" fill="#60a5fa"/><circle cx="54" cy="14" r="5" fill="#60a5fa"/><circle cx="32" cy="58" r="5" fill="#60a5fa"/>` +

@@ -1,0 +1,53 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/anycast-operator/anycast-operator/internal/backend"
+)
+
+// AgentDaemonSetReconciler keeps the agents' DaemonSet as the manager was told to deploy it (OLM installs: a bundle
+// cannot carry a DaemonSet). It writes only when the DaemonSet is missing or differs from what it applied, and puts
+// it back when someone deletes or edits it.
+type AgentDaemonSetReconciler struct {
+	Client    client.Client
+	DaemonSet *appsv1.DaemonSet
+}
+
+// Reconcile applies the DaemonSet.
+func (r *AgentDaemonSetReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	writes, err := backend.Sync(ctx, r.Client, FieldOwner, []client.Object{r.DaemonSet.DeepCopy()}, nil)
+	if err != nil {
+		return reconcile.Result{}, fmt.Errorf("the agents' DaemonSet: %w", err)
+	}
+	if writes > 0 {
+		log.FromContext(ctx).Info("Applied the agents' DaemonSet", "namespace", r.DaemonSet.Namespace, "image", r.DaemonSet.Spec.Template.Spec.Containers[0].Image)
+	}
+	return reconcile.Result{}, nil
+}
+
+// SetupWithManager runs the reconciler once at start and on every change of the DaemonSet.
+func (r *AgentDaemonSetReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	start := make(chan event.GenericEvent, 1)
+	start <- event.GenericEvent{Object: r.DaemonSet}
+	key := client.ObjectKeyFromObject(r.DaemonSet)
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("agent-daemonset").
+		WatchesRawSource(source.Channel(start, &handler.EnqueueRequestForObject{})).
+		Watches(&appsv1.DaemonSet{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return client.ObjectKeyFromObject(o) == key
+		}))).
+		Complete(r)
+}
