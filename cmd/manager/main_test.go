@@ -102,8 +102,21 @@ func TestManagerBinary(t *testing.T) {
 	if err := k8s.Delete(ctx, ds); err != nil {
 		t.Fatal(err)
 	}
-	if again := agentDS(); again.UID == ds.UID {
+	again := agentDS()
+	if again.UID == ds.UID {
 		t.Errorf("the deleted DaemonSet was not put back")
+	}
+	// An edit of what the manager applied is undone.
+	again.Spec.Template.Spec.Containers[0].Image = "registry.example/someone-else:v1"
+	if err := k8s.Update(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		var cur appsv1.DaemonSet
+		return k8s.Get(ctx, client.ObjectKeyFromObject(again), &cur) == nil && cur.Spec.Template.Spec.Containers[0].Image == "registry.example/anycast/agent:v9", nil
+	})
+	if err != nil {
+		t.Errorf("the edited DaemonSet was not put back: %v", err)
 	}
 	stop()
 	if err := <-done; err != nil {

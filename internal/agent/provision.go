@@ -146,6 +146,7 @@ func (a *Agent) provisionOnce(ctx context.Context, spec anycastv1.NetActuateSess
 	if err != nil {
 		return fail(netactuate.ReasonRejected, err.Error())
 	}
+	defer c.CloseIdleConnections() // the next round builds its own client, with the key as it is then
 	p := &netactuate.Provisioner{Client: c, NodeAddrs: a.nodeAddrs(), Clock: a.clock}
 	return p.Provision(ctx, netactuate.RequestOf(&spec), prev, progress)
 }

@@ -47,8 +47,10 @@ const (
 // MergeShared makes the operator's part of every shared object equal to lists, and removes its part from the shared
 // objects of kinds that it touched before (found by SharedLabel) and lists no longer name. Each object is read,
 // changed and written back with its resourceVersion (a concurrent change by someone else fails the write and the
-// reconcile is retried), and written only when something differs. It returns the writes made and, per source, the
-// entries left to someone else.
+// reconcile is retried), and written only when something differs. The objects are read live and unstructured, not
+// from the cache as typed objects: the stack's Go types may be older than the stack, and an update built from them
+// would erase the fields they do not know. It returns the writes made and, per source, the entries left to someone
+// else.
 func MergeShared(ctx context.Context, c client.Client, lists []SharedList, kinds []schema.GroupVersionKind) (int, map[string][]string, error) {
 	type objKey struct {
 		gvk  schema.GroupVersionKind

@@ -240,8 +240,8 @@ func (p *planner) reportSessions(name string, info *claimInfo) {
 	slices.Sort(nodes)
 	for _, node := range nodes {
 		var reported []anycastv1.NodeSessionStatus
-		source := p.in.BackendSessions[node]
-		if _, ok := p.in.BackendSessions[node]; !ok {
+		source, fromStack := p.in.BackendSessions[node]
+		if !fromStack {
 			if na := p.existing[node]; na != nil {
 				source = na.Status.Sessions
 			}

@@ -79,7 +79,6 @@ func (t Translator) Translate(d backend.Desired) backend.Translation {
 	nodes := map[string]bool{}
 	filters := map[string]bool{}
 	for _, s := range d.Sessions {
-		var secret *corev1.Secret
 		secret, ok := tr.PasswordSecret(s, t.Secrets, backend.Name(s.Name(), "md5"), t.Namespace, corev1.SecretTypeOpaque, "password")
 		if !ok {
 			continue

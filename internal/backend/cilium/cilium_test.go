@@ -119,14 +119,19 @@ func TestCiliumBackend(t *testing.T) {
 	c.CreateScenario(s)
 
 	// What Cilium cannot do is named in the objects' status.
-	for _, o := range []interface {
-		client.Object
-		GetConditions() []metav1.Condition
-	}{backendtest.Get(t, c, "edge", &anycastv1.BGPSessionClaim{}), backendtest.Get(t, c, "web", &anycastv1.AnycastPrefix{})} {
-		cond := meta.FindStatusCondition(o.GetConditions(), anycastv1.ConditionSettingsIgnored)
-		if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != anycastv1.ReasonUnsupported ||
-			(!strings.Contains(cond.Message, "bfd (Cilium's BGP control plane has no BFD)") && !strings.Contains(cond.Message, "attributes.med")) {
-			t.Errorf("%T %s: SettingsIgnored %+v", o, o.GetName(), cond)
+	for _, tc := range []struct {
+		obj interface {
+			client.Object
+			GetConditions() []metav1.Condition
+		}
+		names string
+	}{
+		{backendtest.Get(t, c, "edge", &anycastv1.BGPSessionClaim{}), "bfd (Cilium's BGP control plane has no BFD)"},
+		{backendtest.Get(t, c, "web", &anycastv1.AnycastPrefix{}), "attributes.med (Cilium's advertisements have no MED)"},
+	} {
+		cond := meta.FindStatusCondition(tc.obj.GetConditions(), anycastv1.ConditionSettingsIgnored)
+		if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != anycastv1.ReasonUnsupported || !strings.Contains(cond.Message, tc.names) {
+			t.Errorf("%T %s: SettingsIgnored %+v, want it to name %q", tc.obj, tc.obj.GetName(), cond, tc.names)
 		}
 	}
 

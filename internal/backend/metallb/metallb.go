@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	metallbv1beta2 "go.universe.tf/metallb/api/v1beta2"
@@ -77,16 +76,17 @@ func (t Translator) Translate(d backend.Desired) backend.Translation {
 	var tr backend.Translation
 	peersOf := map[string][]string{} // claim → BGPPeer names
 	for _, s := range d.Sessions {
-		peer, extra, ok := t.peer(d, s, &tr)
+		peer, secret, bfd, ok := t.peer(d, s, &tr)
 		if !ok {
 			continue
 		}
-		peersOf[s.Claim] = append(peersOf[s.Claim], peer.Name)
-		for _, o := range extra {
-			if !slices.ContainsFunc(tr.Objects, func(x client.Object) bool { return sameObject(x, o) }) {
-				tr.Objects = append(tr.Objects, o) // a claim's BFD profile serves all its peers
-			}
+		if secret != nil {
+			tr.Objects = append(tr.Objects, secret)
 		}
+		if bfd != nil && len(peersOf[s.Claim]) == 0 { // a claim's BFD profile serves all its peers
+			tr.Objects = append(tr.Objects, bfd)
+		}
+		peersOf[s.Claim] = append(peersOf[s.Claim], peer.Name)
 		tr.Objects = append(tr.Objects, peer)
 	}
 	// A pool per planned prefix, whether announced or not: MetalLB refuses a whole new configuration while a
@@ -117,7 +117,6 @@ func poolName(source string, prefix netip.Prefix) string {
 	return backend.Name("anycast", source, backend.Sanitize(prefix.String()))
 }
 
-// peer is the BGPPeer of a session, and the Secret carrying its password into MetalLB's namespace.
 // bfdProfile is a claim's BFD settings as a MetalLB BFDProfile (frr-k8s mode); intervals in milliseconds.
 func bfdProfile(meta metav1.ObjectMeta, b *anycastv1.BFD) *metallbv1beta1.BFDProfile {
 	p := &metallbv1beta1.BFDProfile{ObjectMeta: meta}
@@ -134,14 +133,16 @@ func bfdProfile(meta metav1.ObjectMeta, b *anycastv1.BFD) *metallbv1beta1.BFDPro
 	return p
 }
 
-func (t Translator) peer(d backend.Desired, s backend.Session, tr *backend.Translation) (*metallbv1beta2.BGPPeer, []client.Object, bool) {
+// peer is the BGPPeer of a session, the Secret carrying its password into MetalLB's namespace, and its claim's BFD
+// profile (nil when there is none).
+func (t Translator) peer(d backend.Desired, s backend.Session, tr *backend.Translation) (*metallbv1beta2.BGPPeer, *corev1.Secret, *metallbv1beta1.BFDProfile, bool) {
 	port := int32(179)
 	if s.Peer.Port != nil {
 		port = *s.Peer.Port
 	}
 	if port > maxPeerPort {
 		tr.IgnoreClaim(s.Claim, fmt.Sprintf("peer %s: port %d (MetalLB accepts 1-%d); the session is not configured", s.Peer.Address, port, maxPeerPort))
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	p := &metallbv1beta2.BGPPeer{ObjectMeta: t.meta(s.Name(), s.Claim), Spec: metallbv1beta2.BGPPeerSpec{
 		MyASN: uint32(s.Settings.LocalASN), ASN: uint32(s.Peer.ASN), Address: string(s.Peer.Address), Port: uint16(port),
@@ -188,17 +189,12 @@ func (t Translator) peer(d backend.Desired, s backend.Session, tr *backend.Trans
 	// MetalLB reads MD5 passwords from a basic-auth Secret in its own namespace.
 	secret, ok := tr.PasswordSecret(s, t.Secrets, backend.Name(s.Name(), "md5"), t.Namespace, corev1.SecretTypeBasicAuth, corev1.BasicAuthPasswordKey)
 	if !ok {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
-	var extra []client.Object
 	if secret != nil {
 		p.Spec.PasswordSecret = corev1.SecretReference{Name: secret.Name, Namespace: t.Namespace}
-		extra = append(extra, secret)
 	}
-	if bfd != nil {
-		extra = append(extra, bfd)
-	}
-	return p, extra, true
+	return p, secret, bfd, true
 }
 
 // advertisement is the BGPAdvertisement of a route: its pool rolled up to the prefix, from the nodes announcing it,
@@ -245,8 +241,4 @@ func hostnameSelector(hosts []string) metav1.LabelSelector {
 	return metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
 		Key: corev1.LabelHostname, Operator: metav1.LabelSelectorOpIn, Values: hosts,
 	}}}
-}
-
-func sameObject(a, b client.Object) bool {
-	return a.GetName() == b.GetName() && a.GetNamespace() == b.GetNamespace() && fmt.Sprintf("%T", a) == fmt.Sprintf("%T", b)
 }

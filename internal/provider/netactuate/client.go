@@ -76,6 +76,10 @@ func New(baseURL, key string, localAddr net.IP) (*Client, error) {
 	}, nil
 }
 
+// CloseIdleConnections closes the client's kept-alive connections (a caller that builds a client per round, to pick
+// up a rotated key, closes the last one's).
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
 // APIError is an answer the API gave: an HTTP status, the envelope's code, message and per-field messages.
 type APIError struct {
 	Method, Path string
