@@ -154,6 +154,11 @@ type NodePrefixStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
 	Reason string `json:"reason,omitempty"`
+
+	// message says why the router was not told what the agent decided (the speaker's error), when it was not.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
 }
 
 // CheckState is the dampened result of one health check.
@@ -227,6 +232,12 @@ type NodeSessionStatus struct {
 	// since when the session is in this state.
 	// +optional
 	Since *metav1.Time `json:"since,omitempty"`
+
+	// lastError says why the session is not running as configured: the speaker refused it, or its password cannot
+	// be read or used. Never the password itself.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	LastError string `json:"lastError,omitempty"`
 }
 
 // ProvisioningState is where a node's provisioned sessions of one claim stand.

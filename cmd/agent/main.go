@@ -4,19 +4,24 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/clock"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/agent"
 	"github.com/anycast-operator/anycast-operator/internal/speaker"
 	"github.com/anycast-operator/anycast-operator/internal/speaker/bird"
@@ -27,7 +32,9 @@ import (
 var version = "dev"
 
 func main() {
-	if err := run(ctrl.SetupSignalHandler(), os.Args[1:]); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "agent:", err)
 		os.Exit(1)
 	}
@@ -36,35 +43,56 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	var cfg agent.Config
-	var local, backend, probeAddr, birdDir, birdSocket string
+	var local, nodeAddrs, routerID, backend, probeAddr, birdDir, birdSocket, kubeconfig, logLevel, logFormat string
 	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "This node's name (downward API: spec.nodeName).")
 	fs.StringVar(&cfg.Namespace, "namespace", envOr("POD_NAMESPACE", "anycast-system"), "The operator's namespace: referenced Secrets and the agent's Lease.")
-	fs.StringVar(&local, "local-address", os.Getenv("NODE_IP"), "The node address BGP sessions start from, also the router ID (downward API: status.hostIP).")
+	fs.StringVar(&local, "local-address", os.Getenv("NODE_IP"), "The node address BGP sessions start from: IPv4, or IPv6 on an IPv6-only node (downward API: status.hostIP).")
+	fs.StringVar(&nodeAddrs, "node-addresses", os.Getenv("NODE_IPS"), "The node's addresses, comma-separated (downward API: status.hostIPs). The IPv6 one is the source of IPv6 sessions and the next hop of IPv6 prefixes on IPv4 sessions (and the IPv4 one likewise); without one, those prefixes are not sent on those sessions.")
+	fs.StringVar(&routerID, "router-id", "", "The BGP router ID of the embedded speaker (default: the node's IPv4 address; on an IPv6-only node, 32 bits derived from its IPv6 address).")
 	fs.StringVar(&backend, "backend", "embedded", "How prefixes are announced: embedded (in-process GoBGP speaker), bird (a running BIRD 2), or metallb, calico or cilium (the cluster's BGP stack announces; the agent decides and reports, the manager drives the stack). Must match the manager's --backend.")
 	fs.StringVar(&birdDir, "bird-dir", "/etc/bird/anycast", "bird backend: where the include files go (bird.conf includes filters.conf, routes.conf, peers.conf from here, in that order).")
 	fs.StringVar(&birdSocket, "bird-socket", "/run/bird/bird.ctl", "bird backend: BIRD's control socket.")
-	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8082", "Address of the agent's /healthz endpoint; 0 turns it off.")
+	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8082", "Address of the agent's /healthz and /readyz endpoints; 0 turns them off.")
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/anycast-agent", "Where the agent keeps its last NodeAnnouncement and the values of the Secrets it references (mode 0600), to resume them after a restart while the API server is unreachable; empty: keep nothing.")
+	fs.DurationVar(&cfg.ResumeAfter, "resume-after", 5*time.Second, "How long a restarted agent waits for its NodeAnnouncement from the API server before acting on the one in --state-dir.")
 	fs.IntVar(&cfg.ProbeConcurrency, "probe-concurrency", 8, "Health probes running at once on this node.")
-	opts := zap.Options{}
-	opts.BindFlags(fs)
+	fs.StringVar(&kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "A kubeconfig file; empty: the in-cluster configuration.")
+	fs.StringVar(&logLevel, "log-level", "info", "info, debug, or a verbosity number (0 = info).")
+	fs.StringVar(&logFormat, "log-format", "json", "json or text.")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
-	log := ctrl.Log.WithName("agent").WithValues("node", cfg.NodeName)
+	log, err := newLogger(logLevel, logFormat)
+	if err != nil {
+		return err
+	}
+	log = log.WithName("agent").WithValues("node", cfg.NodeName)
 	if cfg.NodeName == "" {
-		return fmt.Errorf("--node-name (or NODE_NAME) is required")
+		return errors.New("--node-name (or NODE_NAME) is required")
 	}
 	addr, err := netip.ParseAddr(local)
 	if err != nil {
 		return fmt.Errorf("--local-address %q: %w", local, err)
 	}
-	cfg.LocalAddress, cfg.Version = addr, version
+	cfg.LocalAddress, cfg.Version = speaker.Canonical(addr), version
+	for _, s := range strings.FieldsFunc(nodeAddrs, func(r rune) bool { return r == ',' || r == ' ' }) {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return fmt.Errorf("--node-addresses: %q: %w", s, err)
+		}
+		cfg.NodeAddresses = append(cfg.NodeAddresses, speaker.Canonical(a))
+	}
+	var rid netip.Addr
+	if routerID != "" {
+		if rid, err = netip.ParseAddr(routerID); err != nil || !rid.Is4() || rid.IsUnspecified() {
+			return fmt.Errorf("--router-id %q: want a non-zero IPv4-shaped identifier", routerID)
+		}
+	}
 	cfg.InterfaceAddrs = true // hostNetwork: the host's addresses identify its VM at a session provider
 	var sp speaker.Speaker
 	switch backend {
 	case "embedded":
-		sp = embedded.New(addr, log)
+		sp = embedded.New(speaker.RouterID(rid, append([]netip.Addr{cfg.LocalAddress}, cfg.NodeAddresses...)...), log)
 	case "bird":
 		sp = &bird.Speaker{Dir: birdDir, Socket: birdSocket, Log: log}
 	case "metallb", "calico", "cilium":
@@ -72,24 +100,59 @@ func run(ctx context.Context, args []string) error {
 	default:
 		return fmt.Errorf("--backend=%q: want embedded, bird, metallb, calico or cilium", backend)
 	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := anycastv1.AddToScheme(scheme); err != nil {
-		return err
-	}
-	restCfg, err := ctrl.GetConfig()
+	restCfg, err := restConfig(kubeconfig)
 	if err != nil {
 		return fmt.Errorf("loading the kubeconfig: %w", err)
 	}
+	log.Info("Starting agent", "version", version, "backend", backend, "localAddress", cfg.LocalAddress, "nodeAddresses", cfg.NodeAddresses)
+	a, stop, err := agent.Start(ctx, restCfg, cfg, sp, clock.RealClock{}, log)
+	if err != nil {
+		return err
+	}
 	if probeAddr != "0" {
-		srv := &http.Server{Addr: probeAddr, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })}
-		go func() { _ = srv.ListenAndServe() }()
+		l, err := net.Listen("tcp", probeAddr)
+		if err != nil {
+			stop()
+			return fmt.Errorf("--health-probe-bind-address: %w", err)
+		}
+		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(l) }()
 		defer srv.Close()
 	}
-	log.Info("Starting agent", "version", version, "backend", backend, "localAddress", addr)
-	return agent.RunOnNode(ctx, restCfg, scheme, cfg, sp, clock.RealClock{}, log)
+	<-ctx.Done()
+	stop()
+	return nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		return rest.InClusterConfig()
+	}
+	return clientcmd.BuildConfigFromFlags("", kubeconfig)
+}
+
+func newLogger(level, format string) (logr.Logger, error) {
+	var l slog.Level
+	switch level {
+	case "info", "0":
+		l = slog.LevelInfo
+	case "debug":
+		l = slog.LevelDebug
+	default:
+		var v int
+		if _, err := fmt.Sscanf(level, "%d", &v); err != nil || v < 0 {
+			return logr.Logger{}, fmt.Errorf("--log-level %q: want info, debug or a verbosity number", level)
+		}
+		l = slog.Level(-v) // logr's V(n) is slog level -n
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "json":
+		return logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return logr.Logger{}, fmt.Errorf("--log-format %q: want json or text", format)
 }
 
 func envOr(key, def string) string {

@@ -1,24 +1,23 @@
 // Package agent is the node daemon: it reads its node's NodeAnnouncement, probes the local service, decides per
-// prefix (package dampening) and announces through a speaker. It decides alone and keeps deciding while the API
-// server is unreachable: the last spec it saw, with its permits, is enough.
+// prefix (package dampening) and announces through a speaker.
+//
+// It is a decision loop and effectors. The loop owns the state (spec, probe results, dampening, permits) and
+// computes what the speaker should hold and what status to report; it never makes a network call, so a slow or
+// frozen API server delays no withdrawal and no re-announcement. Effectors carry the decisions out, each on its own
+// goroutine with deadlines and retries (effector.go): the speaker applier, the status writer, the Lease renewer,
+// the state directory; Secrets are watched. The status reports what the speaker holds, not what was decided.
 package agent
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
-	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
-	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/dampening"
@@ -32,9 +31,13 @@ type Config struct {
 	NodeName string
 	// Namespace holds the referenced Secrets and the agent's Lease.
 	Namespace string
-	// LocalAddress is the node address BGP sessions start from.
+	// LocalAddress is the node address BGP sessions start from: IPv4, or IPv6 on an IPv6-only node.
 	LocalAddress netip.Addr
-	Version      string
+	// NodeAddresses are the node's other addresses (status.hostIPs). The first of each family other than
+	// LocalAddress's is the source of the sessions of that family and the next hop of that family's prefixes on
+	// sessions of the other family; without one, those prefixes are not sent on those sessions.
+	NodeAddresses []netip.Addr
+	Version       string
 	// ProbeConcurrency bounds the probes running at once on the node.
 	ProbeConcurrency int
 	// LeaseDuration is the heartbeat's validity; the Lease is renewed every third of it.
@@ -52,85 +55,165 @@ type Config struct {
 	// InterfaceAddrs adds the host's global unicast addresses to LocalAddress when finding the node's server at a
 	// provider (the agent runs with hostNetwork).
 	InterfaceAddrs bool
+	// StateDir keeps the last NodeAnnouncement and its Secrets' values on the node ("": nothing is kept).
+	StateDir string
+	// ResumeAfter is how long a restarted agent waits for its NodeAnnouncement from the API server before it acts on
+	// the one saved in StateDir.
+	ResumeAfter time.Duration
+	// SpeakerTimeout bounds one Apply of the speaker.
+	SpeakerTimeout time.Duration
+	// LivenessTimeout: /healthz fails when the decision loop has not turned for this long.
+	LivenessTimeout time.Duration
+	// StatusStaleAfter: /readyz fails when status could not be written for this long.
+	StatusStaleAfter time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.ProbeConcurrency <= 0 {
+		c.ProbeConcurrency = 8
+	}
+	if c.LeaseDuration <= 0 {
+		c.LeaseDuration = 40 * time.Second
+	}
+	if c.SessionPoll <= 0 {
+		c.SessionPoll = time.Second
+	}
+	if c.NetActuateClient == nil {
+		c.NetActuateClient = netactuate.New
+	}
+	if c.ProvisionRetry <= 0 {
+		c.ProvisionRetry = defaultProvisionRetry
+	}
+	if c.ProvisionRecheck <= 0 {
+		c.ProvisionRecheck = defaultProvisionRecheck
+	}
+	if c.ResumeAfter <= 0 {
+		c.ResumeAfter = 5 * time.Second
+	}
+	if c.SpeakerTimeout <= 0 {
+		c.SpeakerTimeout = 30 * time.Second
+	}
+	if c.LivenessTimeout <= 0 {
+		c.LivenessTimeout = 30 * time.Second
+	}
+	if c.StatusStaleAfter <= 0 {
+		c.StatusStaleAfter = time.Minute
+	}
+}
+
+// nodeAddress returns the node's address of a family: LocalAddress or the first of NodeAddresses.
+func (c *Config) nodeAddress(v6 bool) netip.Addr {
+	for _, a := range append([]netip.Addr{c.LocalAddress}, c.NodeAddresses...) {
+		if a = speaker.Canonical(a); a.IsValid() && a.Is6() == v6 && !a.IsUnspecified() {
+			return a
+		}
+	}
+	return netip.Addr{}
 }
 
 // Agent runs on one node. Build it with New and call Run.
 type Agent struct {
-	cfg     Config
-	client  client.Client // writes status and the Lease; reads through the cache
-	speaker speaker.Speaker
-	clock   clock.WithTicker
-	runner  *health.Runner
-	log     logr.Logger
+	cfg       Config
+	kube      *kube // nil: no API server (tests of the loop alone)
+	speaker   speaker.Speaker
+	delegated bool // the cluster's BGP stack announces; the agent only decides and reports
+	clock     clock.WithTicker
+	runner    *health.Runner
+	log       logr.Logger
 
-	specs       chan *anycastv1.NodeAnnouncement
-	results     chan policyResult
-	provisioned chan provisionResult
+	// Inputs of the loop.
+	specs          latest[*anycastv1.NodeAnnouncement]
+	results        chan policyResult
+	provisioned    chan provisionResult
+	reports        latest[applyReport]
+	sessionStates  latest[[]speaker.SessionStatus]
+	secretsChanged latest[struct{}]
+	specSynced     atomic.Bool // a NodeAnnouncement came from the API server at least once
+
+	// Effectors.
+	applier *effector[applyRequest]
+	status  *effector[statusUpdate]
+	persist *effector[*savedState]
+	events  *eventRecorder
+	secrets *secretStore
+
+	alive atomic.Int64 // unix nanoseconds of the loop's last turn
 
 	// Owned by Run's goroutine.
+	saved        *savedState // what the state directory held at start
 	spec         *anycastv1.NodeAnnouncement
 	policies     map[string]*policyRun
 	prefixes     map[netip.Prefix]*prefixRun
 	provisioners map[string]*provisionRun
 	provisioning map[string]anycastv1.ProvisioningStatus
-	applied      *speaker.State
+	requested    applyRequest
+	held         *applyReport // the speaker's last report; nil before the first
 	sessions     []speaker.SessionStatus
-	written      string // fingerprint of the last status written
+	sessionSince map[string]sessionSeen
+	agentErrors  map[string]string // session key → why the agent could not ask for the session
+	speakerError string            // of the last report, for events on a change
 	lastStatus   anycastv1.NodeAnnouncementStatus
-	// dirty: something the speaker or the status shows may have changed since they were last made true.
+	sentStatus   string // fingerprint of the last status handed to the writer
+	savedFP      string // fingerprint of the last state handed to the state directory
+	// dirty: something the speaker or the status shows may have changed since they were last computed.
 	dirty bool
 }
 
-// New returns an agent; spec updates are fed with Observe (from an informer on the node's NodeAnnouncement).
-func New(cfg Config, c client.Client, sp speaker.Speaker, clk clock.WithTicker, log logr.Logger) *Agent {
-	if cfg.ProbeConcurrency <= 0 {
-		cfg.ProbeConcurrency = 8
+// New returns an agent; spec updates are fed with Observe (RunOnNode watches the node's NodeAnnouncement).
+func New(cfg Config, sp speaker.Speaker, clk clock.WithTicker, log logr.Logger) *Agent {
+	return newAgent(cfg, nil, sp, clk, log)
+}
+
+func newAgent(cfg Config, k *kube, sp speaker.Speaker, clk clock.WithTicker, log logr.Logger) *Agent {
+	cfg.defaults()
+	_, delegated := sp.(speaker.Delegated)
+	a := &Agent{
+		cfg: cfg, kube: k, speaker: sp, delegated: delegated, clock: clk, log: log,
+		runner:         health.NewRunner(clk, cfg.ProbeConcurrency),
+		specs:          newLatest[*anycastv1.NodeAnnouncement](),
+		results:        make(chan policyResult, 16),
+		provisioned:    make(chan provisionResult, 16),
+		reports:        newLatest[applyReport](),
+		sessionStates:  newLatest[[]speaker.SessionStatus](),
+		secretsChanged: newLatest[struct{}](),
+		policies:       map[string]*policyRun{},
+		prefixes:       map[netip.Prefix]*prefixRun{},
+		provisioners:   map[string]*provisionRun{},
+		provisioning:   map[string]anycastv1.ProvisioningStatus{},
+		sessionSince:   map[string]sessionSeen{},
 	}
-	if cfg.LeaseDuration <= 0 {
-		cfg.LeaseDuration = 40 * time.Second
+	a.alive.Store(clk.Now().UnixNano())
+	a.applier = newEffector("speaker", clk, cfg.SpeakerTimeout, 200*time.Millisecond, 30*time.Second, a.apply)
+	a.status = newEffector("status", clk, apiCallTimeout, 500*time.Millisecond, 30*time.Second, a.writeStatus)
+	a.persist = newEffector("state directory", clk, 10*time.Second, time.Second, time.Minute, func(_ context.Context, st *savedState) error {
+		return saveState(a.cfg.StateDir, st)
+	})
+	a.events = newEventRecorder(k, clk, cfg.NodeName)
+	switch saved, err := loadState(cfg.StateDir); {
+	case err != nil:
+		log.Error(err, "Ignoring the state directory")
+	case saved != nil && saved.NodeAnnouncement != nil && saved.NodeAnnouncement.Name != cfg.NodeName:
+		log.Error(nil, "Ignoring the state directory: it holds another node's NodeAnnouncement", "dir", cfg.StateDir, "node", saved.NodeAnnouncement.Name)
+	default:
+		a.saved = saved
 	}
-	if cfg.SessionPoll <= 0 {
-		cfg.SessionPoll = time.Second
+	var secrets map[string]map[string][]byte
+	if a.saved != nil {
+		secrets = a.saved.Secrets
 	}
-	if cfg.NetActuateClient == nil {
-		cfg.NetActuateClient = netactuate.New
-	}
-	if cfg.ProvisionRetry <= 0 {
-		cfg.ProvisionRetry = defaultProvisionRetry
-	}
-	if cfg.ProvisionRecheck <= 0 {
-		cfg.ProvisionRecheck = defaultProvisionRecheck
-	}
-	return &Agent{
-		cfg: cfg, client: c, speaker: sp, clock: clk, log: log,
-		runner:       health.NewRunner(clk, cfg.ProbeConcurrency),
-		specs:        make(chan *anycastv1.NodeAnnouncement, 1),
-		results:      make(chan policyResult, 16),
-		policies:     map[string]*policyRun{},
-		prefixes:     map[netip.Prefix]*prefixRun{},
-		provisioned:  make(chan provisionResult, 16),
-		provisioners: map[string]*provisionRun{},
-		provisioning: map[string]anycastv1.ProvisioningStatus{},
-	}
+	a.secrets = newSecretStore(k, cfg.Namespace, secrets, func() { a.secretsChanged.put(struct{}{}) })
+	return a
 }
 
 // Observe hands the agent the latest version of its NodeAnnouncement (nil: deleted). Only the latest counts.
-func (a *Agent) Observe(na *anycastv1.NodeAnnouncement) {
-	for {
-		select {
-		case a.specs <- na:
-			return
-		default:
-			select {
-			case <-a.specs: // drop the older version
-			default:
-			}
-		}
-	}
-}
+func (a *Agent) Observe(na *anycastv1.NodeAnnouncement) { a.specs.put(na) }
+
+// loopTick makes the loop turn at least this often, so that /healthz sees it alive.
+const loopTick = time.Second
 
 // Run runs the agent until ctx ends, then withdraws everything.
 func (a *Agent) Run(ctx context.Context) error {
+	ectx, stopEffectors := context.WithCancel(ctx)
 	defer func() {
 		for _, p := range a.policies {
 			p.stop()
@@ -138,22 +221,44 @@ func (a *Agent) Run(ctx context.Context) error {
 		for _, p := range a.provisioners {
 			p.cancel() // no wait: a run blocked in an API call ends with its context
 		}
+		stopEffectors()
 		if err := a.speaker.Close(); err != nil {
 			a.log.Error(err, "Closing the speaker")
 		}
 	}()
+	go a.applier.run(ectx)
+	if a.kube != nil {
+		go a.status.run(ectx)
+		go a.events.run(ectx)
+		go a.renewLeases(ectx)
+	}
+	if a.cfg.StateDir != "" {
+		go a.persist.run(ectx)
+	}
+	go a.pollSessions(ectx)
+
 	wake := a.clock.NewTimer(time.Hour)
-	sessions := a.clock.NewTicker(a.cfg.SessionPoll)
-	defer sessions.Stop()
-	lease := a.clock.NewTicker(a.cfg.LeaseDuration / 3)
-	defer lease.Stop()
-	a.renewLease(ctx)
+	defer wake.Stop()
+	tick := a.clock.NewTicker(loopTick)
+	defer tick.Stop()
+	var resume <-chan time.Time
+	if a.saved != nil && a.saved.NodeAnnouncement != nil {
+		t := a.clock.NewTimer(a.cfg.ResumeAfter)
+		defer t.Stop()
+		resume = t.C()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case na := <-a.specs:
-			a.setSpec(ctx, na)
+			resume = nil
+			a.setSpec(ectx, na)
+			a.dirty = true
+		case <-resume:
+			resume = nil
+			a.log.Info("No NodeAnnouncement from the API server yet: resuming the one saved on the node", "generation", a.saved.NodeAnnouncement.Generation)
+			a.setSpec(ectx, a.saved.NodeAnnouncement)
 			a.dirty = true
 		case r := <-a.results:
 			a.observe(r)
@@ -162,20 +267,24 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.provisioning[string(r.status.Claim)] = r.status
 				a.dirty = true
 			}
+		case r := <-a.reports:
+			a.takeReport(r)
+		case s := <-a.sessionStates:
+			if !jsonEqual(s, a.sessions) {
+				a.sessions = s
+				a.dirty = true
+			}
+		case <-a.secretsChanged:
+			a.dirty = true
 		case <-wake.C():
-		case <-sessions.C():
-			a.readSessions(ctx)
-		case <-lease.C():
-			a.renewLease(ctx)
-			continue
+		case <-tick.C():
 		}
+		a.alive.Store(a.clock.Now().UnixNano())
 		next := a.step()
-		// Most probe rounds change nothing; then there is nothing to announce or report. A failed Apply or status
-		// write leaves dirty set, so the next event retries it.
+		// Most probe rounds change nothing; then there is nothing to announce or report.
 		if a.dirty {
-			applied := a.announce(ctx)
-			written := a.writeStatus(ctx)
-			a.dirty = !applied || !written
+			a.push()
+			a.dirty = false
 		}
 		wake.Stop()
 		if !next.IsZero() {
@@ -186,13 +295,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// prefixRun is one prefix's decision on this node.
+// prefixRun is one prefix's decision on this node, and what its status last said.
 type prefixRun struct {
 	source   string
 	group    int // index in spec.Groups
 	policy   string
 	decision *dampening.Prefix
 	last     dampening.Decision
+	reported reportedPrefix
 }
 
 // setSpec takes a new NodeAnnouncement: probes start or stop with the policies, decisions appear and disappear
@@ -202,7 +312,11 @@ func (a *Agent) setSpec(ctx context.Context, na *anycastv1.NodeAnnouncement) {
 		na = &anycastv1.NodeAnnouncement{}
 	}
 	a.spec = na
+	if na.Name != "" {
+		a.events.about(na)
+	}
 	a.syncProvisioning(ctx, na)
+	a.secrets.want(ctx, a.referencedSecrets(na))
 	wanted := map[string]anycastv1.HealthPolicySpec{}
 	for _, hp := range na.Spec.HealthPolicies {
 		wanted[string(hp.Name)] = hp.Spec
@@ -234,7 +348,7 @@ func (a *Agent) setSpec(ctx context.Context, na *anycastv1.NodeAnnouncement) {
 				settings = dampening.SettingsFor(&spec)
 			}
 			if run == nil || run.policy != string(g.HealthPolicy) {
-				run = &prefixRun{decision: dampening.NewPrefix(settings, now)}
+				run = &prefixRun{decision: dampening.NewPrefix(settings, now), reported: reportedFor(run)}
 				a.prefixes[pfx] = run
 			} else {
 				run.decision.SetSettings(settings)
@@ -247,6 +361,26 @@ func (a *Agent) setSpec(ctx context.Context, na *anycastv1.NodeAnnouncement) {
 			delete(a.prefixes, pfx)
 		}
 	}
+}
+
+// referencedSecrets are the Secrets the agent reads for a NodeAnnouncement: its providers' keys, and its peers' MD5
+// passwords unless the cluster's BGP stack opens the sessions.
+func (a *Agent) referencedSecrets(na *anycastv1.NodeAnnouncement) []string {
+	var out []string
+	for _, ns := range na.Spec.Sessions {
+		if ns.Static != nil && !a.delegated {
+			for _, p := range ns.Static.Peers {
+				if p.PasswordSecretRef != nil && !slices.Contains(out, p.PasswordSecretRef.Name) {
+					out = append(out, p.PasswordSecretRef.Name)
+				}
+			}
+		}
+		if ns.NetActuate != nil && ns.NetActuate.APIKeySecretRef != nil && !slices.Contains(out, ns.NetActuate.APIKeySecretRef.Name) {
+			out = append(out, ns.NetActuate.APIKeySecretRef.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // step runs every decision with the current health, drain, permits and pause, and returns the next wake time.
@@ -273,7 +407,7 @@ func (a *Agent) step() time.Time {
 			a.dirty = true
 		}
 		if d.State != run.last.State {
-			a.log.Info("Prefix state changed", "prefix", pfx, "source", run.source, "from", run.last.State, "to", d.State, "reason", d.Reason)
+			a.log.Info("Prefix decision changed", "prefix", pfx, "source", run.source, "from", run.last.State, "to", d.State, "reason", d.Reason)
 		}
 		run.last = d
 		if !d.Wake.IsZero() && (next.IsZero() || d.Wake.Before(next)) {
@@ -283,19 +417,46 @@ func (a *Agent) step() time.Time {
 	return next
 }
 
-// announce makes the speaker announce what the decisions say; false when the speaker refused.
-func (a *Agent) announce(ctx context.Context) bool {
+// push hands the effectors what changed: the speaker state, the status, the state directory.
+func (a *Agent) push() {
 	if a.spec == nil {
-		return true
+		return
 	}
-	st := speaker.State{Sessions: a.sessionsOf(ctx), Exports: map[string][]netip.Prefix{}}
+	if st := a.desired(); a.requested.seq == 0 || !st.Equal(a.requested.state) {
+		a.requested = applyRequest{seq: a.requested.seq + 1, state: st}
+		a.applier.put(a.requested)
+	}
+	if a.kube != nil && a.spec.Name != "" {
+		st := a.buildStatus()
+		if fp := fingerprint(st); fp != a.sentStatus {
+			a.sentStatus = fp
+			a.status.put(statusUpdate{name: a.spec.Name, status: st})
+		}
+		a.lastStatus = st
+	}
+	if a.cfg.StateDir != "" && a.spec.Name != "" {
+		saved := &savedState{NodeAnnouncement: persistable(a.spec), Secrets: a.secrets.snapshot(a.referencedSecrets(a.spec))}
+		saved.NodeAnnouncement.Status.Provisioning = a.provisioningStatus()
+		if fp := mustJSON(saved); fp != a.savedFP {
+			a.savedFP = fp
+			a.persist.put(saved)
+		}
+	}
+}
+
+// desired is what the speaker should hold now: the sessions of the claims and the routes the decisions announce.
+func (a *Agent) desired() speaker.State {
+	st := speaker.State{Exports: map[string][]netip.Prefix{}, NextHop4: a.cfg.nodeAddress(false), NextHop6: a.cfg.nodeAddress(true)}
+	if !a.delegated {
+		st.Sessions, a.agentErrors = a.sessionsOf()
+	}
 	for pfx, run := range a.prefixes {
 		for _, c := range a.spec.Spec.Groups[run.group].Sessions {
 			st.Exports[string(c)] = append(st.Exports[string(c)], pfx)
 		}
 	}
 	for _, list := range st.Exports {
-		slices.SortFunc(list, comparePrefixes)
+		slices.SortFunc(list, speaker.ComparePrefixes)
 	}
 	for pfx, run := range a.prefixes {
 		state := run.last.State
@@ -314,138 +475,71 @@ func (a *Agent) announce(ctx context.Context) bool {
 		}
 		st.Routes = append(st.Routes, r)
 	}
-	slices.SortFunc(st.Routes, func(x, y speaker.Route) int { return comparePrefixes(x.Prefix, y.Prefix) })
-	if a.applied != nil && jsonEqual(*a.applied, st) {
-		return true
-	}
-	if err := a.speaker.Apply(ctx, st); err != nil {
-		a.log.Error(err, "Applying the BGP state")
-		return false
-	}
-	a.applied = &st
-	return true
+	slices.SortFunc(st.Routes, func(x, y speaker.Route) int { return speaker.ComparePrefixes(x.Prefix, y.Prefix) })
+	return st
 }
 
-func comparePrefixes(x, y netip.Prefix) int {
-	if c := x.Addr().Compare(y.Addr()); c != 0 {
-		return c
-	}
-	return x.Bits() - y.Bits()
+// applyRequest is a state for the speaker; applyReport what the speaker did with it.
+type applyRequest struct {
+	seq   uint64
+	state speaker.State
 }
 
-// sessionsOf turns the spec's claims into speaker sessions: static peers, with MD5 passwords from their Secrets, and
-// the peers a provider set up for this node.
-func (a *Agent) sessionsOf(ctx context.Context) []speaker.Session {
-	var out []speaker.Session
-	for _, ns := range a.spec.Spec.Sessions {
-		switch {
-		case ns.Static != nil:
-			for _, peer := range ns.Static.Peers {
-				addr, err := netip.ParseAddr(string(peer.Address))
-				if err != nil {
-					continue
-				}
-				s := a.session(ns, addr, uint32(peer.ASN), uint32(ns.LocalASN), a.cfg.LocalAddress)
-				if peer.Port != nil {
-					s.Port = uint16(*peer.Port)
-				}
-				if ref := peer.PasswordSecretRef; ref != nil {
-					pw, err := a.secretValue(ctx, ref)
-					if err != nil {
-						a.log.Error(err, "Cannot read the session password; the session is not opened", "claim", ns.Claim, "peer", addr, "secret", ref.Name)
-						continue
-					}
-					s.Password = pw
-				}
-				out = append(out, s)
-			}
-		case ns.NetActuate != nil:
-			for _, ps := range a.provisionedPeers(string(ns.Claim)) {
-				addr, err := netip.ParseAddr(string(ps.PeerAddress))
-				if err != nil {
-					continue
-				}
-				local, _ := netip.ParseAddr(string(ps.LocalAddress))
-				if !local.IsValid() {
-					local = a.cfg.LocalAddress
-				}
-				out = append(out, a.session(ns, addr, uint32(ps.PeerASN), uint32(ps.LocalASN), local))
-			}
+type applyReport struct {
+	seq uint64
+	speaker.Report
+	at, asked time.Time
+}
+
+// apply is the speaker applier's call: it runs on the applier's goroutine and reports to the loop.
+func (a *Agent) apply(ctx context.Context, req applyRequest) error {
+	asked := a.clock.Now()
+	rep := a.speaker.Apply(ctx, req.state)
+	a.reports.put(applyReport{seq: req.seq, Report: rep, at: a.clock.Now(), asked: asked})
+	return rep.Error()
+}
+
+// takeReport records what the speaker holds; status follows it.
+func (a *Agent) takeReport(r applyReport) {
+	a.held = &r
+	a.dirty = true
+	msg := ""
+	if err := r.Error(); err != nil {
+		msg = err.Error()
+	}
+	if msg == a.speakerError {
+		return
+	}
+	if msg != "" {
+		a.log.Error(nil, "The speaker did not apply everything asked; retrying", "error", msg)
+		a.events.record("Warning", ReasonSpeakerError, "Apply", "The speaker did not apply the node's announcements: "+msg)
+	} else if a.speakerError != "" {
+		a.log.Info("The speaker applied everything asked again")
+		a.events.record("Normal", ReasonSpeakerRecovered, "Apply", "The speaker applies the node's announcements again")
+	}
+	a.speakerError = msg
+}
+
+// pollSessions reads the speaker's session states every SessionPoll, each read within a deadline.
+func (a *Agent) pollSessions(ctx context.Context) {
+	t := a.clock.NewTicker(a.cfg.SessionPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		rctx, cancel := context.WithTimeout(ctx, max(a.cfg.SessionPoll, 5*time.Second))
+		s, err := a.speaker.Sessions(rctx)
+		cancel()
+		if err == nil {
+			a.sessionStates.put(s)
 		}
 	}
-	return out
 }
 
-// session is one speaker session of a claim with its settings.
-func (a *Agent) session(ns anycastv1.NodeSessions, peer netip.Addr, peerASN, localASN uint32, local netip.Addr) speaker.Session {
-	timers := ns.Timers
-	if timers == nil {
-		timers = &anycastv1.BGPTimers{}
-	}
-	s := speaker.Session{
-		Claim: string(ns.Claim), PeerAddress: peer, PeerASN: peerASN, LocalASN: localASN, LocalAddress: local,
-		HoldTime:      durationOr(timers.HoldTime, anycastv1.DefaultHoldTime),
-		KeepaliveTime: durationOr(timers.KeepaliveTime, anycastv1.DefaultKeepaliveTime),
-		ConnectRetry:  durationOr(timers.ConnectRetry, anycastv1.DefaultConnectRetry),
-	}
-	if local.IsValid() && peer.Is4() != local.Is4() {
-		s.LocalAddress = netip.Addr{} // another family than the local address: let the kernel choose
-	}
-	if ns.EBGPMultihop != nil {
-		s.EBGPMultihop = uint8(*ns.EBGPMultihop)
-	}
-	if ns.GracefulRestart != nil {
-		s.GracefulRestart = ns.GracefulRestart.RestartTime.Duration
-	}
-	s.BFD = speaker.BFDOf(ns.BFD)
-	return s
-}
-
-func (a *Agent) secretValue(ctx context.Context, ref *anycastv1.SecretKeyRef) (string, error) {
-	var s corev1.Secret
-	if err := a.client.Get(ctx, client.ObjectKey{Namespace: a.cfg.Namespace, Name: ref.Name}, &s); err != nil {
-		return "", err
-	}
-	v, ok := s.Data[ref.Key]
-	if !ok {
-		return "", fmt.Errorf("key %q not in Secret %s/%s", ref.Key, a.cfg.Namespace, ref.Name)
-	}
-	return string(v), nil
-}
-
-func durationOr(d *metav1.Duration, def string) time.Duration {
-	if d != nil {
-		return d.Duration
-	}
-	v, _ := time.ParseDuration(def)
-	return v
-}
-
-func (a *Agent) readSessions(ctx context.Context) {
-	s, err := a.speaker.Sessions(ctx)
-	if err == nil && !jsonEqual(s, a.sessions) {
-		a.sessions = s
-		a.dirty = true
-	}
-}
-
-// renewLease keeps the node's heartbeat Lease current. Failures are logged and retried on the next tick.
-func (a *Agent) renewLease(ctx context.Context) {
-	name := "anycast-agent-" + a.cfg.NodeName
-	now := metav1.NewMicroTime(a.clock.Now())
-	var l coordinationv1.Lease
-	err := a.client.Get(ctx, client.ObjectKey{Namespace: a.cfg.Namespace, Name: name}, &l)
-	switch {
-	case apierrors.IsNotFound(err):
-		l = coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: a.cfg.Namespace, Name: name}}
-		l.Spec = coordinationv1.LeaseSpec{HolderIdentity: ptr.To(a.cfg.NodeName), LeaseDurationSeconds: ptr.To(int32(a.cfg.LeaseDuration.Seconds())), RenewTime: &now}
-		err = a.client.Create(ctx, &l)
-	case err == nil:
-		l.Spec.HolderIdentity, l.Spec.RenewTime = ptr.To(a.cfg.NodeName), &now
-		l.Spec.LeaseDurationSeconds = ptr.To(int32(a.cfg.LeaseDuration.Seconds()))
-		err = a.client.Update(ctx, &l)
-	}
-	if err != nil {
-		a.log.V(1).Info("Lease not renewed", "error", err.Error())
-	}
+func mustJSON(v any) string {
+	b, _ := jsonMarshal(v)
+	return string(b)
 }

@@ -4,13 +4,9 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
 )
 
@@ -18,15 +14,15 @@ import (
 // EndpointSlices only (label kubernetes.io/service-name), started the first time a check asks.
 type endpointWatches struct {
 	ctx  context.Context
-	cs   kubernetes.Interface
+	kube *kube
 	node string
 
 	mu        sync.Mutex
 	informers map[string]toolscache.SharedIndexInformer
 }
 
-func newEndpointWatches(ctx context.Context, cs kubernetes.Interface, node string) *endpointWatches {
-	return &endpointWatches{ctx: ctx, cs: cs, node: node, informers: map[string]toolscache.SharedIndexInformer{}}
+func newEndpointWatches(ctx context.Context, k *kube, node string) *endpointWatches {
+	return &endpointWatches{ctx: ctx, kube: k, node: node, informers: map[string]toolscache.SharedIndexInformer{}}
 }
 
 // Ready reports whether the Service has a ready endpoint on this node.
@@ -57,18 +53,11 @@ func (w *endpointWatches) informer(namespace, name string) toolscache.SharedInde
 	if inf, ok := w.informers[key]; ok {
 		return inf
 	}
-	selector := discoveryv1.LabelServiceName + "=" + name
-	slices := w.cs.DiscoveryV1().EndpointSlices(namespace)
-	inf := toolscache.NewSharedIndexInformer(&toolscache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.LabelSelector = selector
-			return slices.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.LabelSelector = selector
-			return slices.Watch(ctx, o)
-		},
-	}, &discoveryv1.EndpointSlice{}, 10*time.Minute, toolscache.Indexers{})
+	lw := listWatch{client: w.kube.discovery, namespace: namespace, resource: "endpointslices", label: discoveryv1.LabelServiceName + "=" + name,
+		newList: func() runtime.Object { return &discoveryv1.EndpointSliceList{} }}
+	// No resync: the watch keeps the store current, and a resync would only wake the agent for nothing.
+	inf := toolscache.NewSharedIndexInformer(&toolscache.ListWatch{ListWithContextFunc: lw.list, WatchFuncWithContext: lw.watch},
+		&discoveryv1.EndpointSlice{}, 0, toolscache.Indexers{})
 	go inf.RunWithContext(w.ctx)
 	w.informers[key] = inf
 	return inf

@@ -34,7 +34,11 @@ func TestEndpointWatchesFollowTheServiceOnThisNode(t *testing.T) {
 			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.1"}, NodeName: ptr.To(node), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)}}},
 		}
 	}
-	w := newEndpointWatches(ctx, cs, "node-1")
+	k, err := newKube(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newEndpointWatches(ctx, k, "node-1")
 	expect := func(what string, want bool) {
 		t.Helper()
 		var last error

@@ -131,7 +131,10 @@ func (a *Agent) provisionOnce(ctx context.Context, spec anycastv1.NetActuateSess
 	}
 	var key string
 	if ref := spec.APIKeySecretRef; ref != nil {
-		v, err := a.secretValue(ctx, ref)
+		wctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
+		a.secrets.wait(wctx, ref.Name)
+		cancel()
+		v, err := a.secrets.value(ref)
 		if err != nil {
 			return fail(netactuate.ReasonNoKey, fmt.Sprintf("The API key Secret %s key %s cannot be read in namespace %s (%v); create it, or remove apiKeySecretRef for IP-based authentication",
 				ref.Name, ref.Key, a.cfg.Namespace, err))

@@ -5,50 +5,69 @@ import (
 	"fmt"
 
 	"github.com/go-logr/logr"
-	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/speaker"
 )
 
 // RunOnNode connects an agent to the API server and runs it until ctx ends. It watches only its own
-// NodeAnnouncement (a field selector on the name) and the operator namespace's Secrets and Leases. If the API server
-// goes away, the cache keeps the last NodeAnnouncement and the agent keeps deciding on it.
-func RunOnNode(ctx context.Context, restCfg *rest.Config, scheme *runtime.Scheme, cfg Config, sp speaker.Speaker, clk clock.WithTicker, log logr.Logger) error {
-	inNamespace := cache.ByObject{Namespaces: map[string]cache.Config{cfg.Namespace: {}}}
-	c, err := cache.New(restCfg, cache.Options{Scheme: scheme, ByObject: map[client.Object]cache.ByObject{
-		&anycastv1.NodeAnnouncement{}: {Field: fields.OneTermEqualSelector("metadata.name", cfg.NodeName)},
-		&corev1.Secret{}:              inNamespace,
-		&coordinationv1.Lease{}:       inNamespace,
-	}})
-	if err != nil {
-		return fmt.Errorf("creating the cache: %w", err)
-	}
-	cl, err := client.New(restCfg, client.Options{Scheme: scheme, Cache: &client.CacheOptions{Reader: c}})
-	if err != nil {
-		return fmt.Errorf("creating the client: %w", err)
-	}
-	cs, err := kubernetes.NewForConfig(restCfg)
-	if err != nil {
-		return fmt.Errorf("creating the clientset: %w", err)
-	}
-	cfg.Endpoints = newEndpointWatches(ctx, cs, cfg.NodeName).Ready
-	a := New(cfg, cl, sp, clk, log)
-	inf, err := c.GetInformer(ctx, &anycastv1.NodeAnnouncement{})
+// NodeAnnouncement (a field selector on the name). It does not wait for the API server: the decision loop starts at
+// once, acts on the NodeAnnouncement saved in the state directory if the API server has not answered within
+// ResumeAfter, and keeps deciding on the last one it saw while the API server is unreachable.
+func RunOnNode(ctx context.Context, restCfg *rest.Config, cfg Config, sp speaker.Speaker, clk clock.WithTicker, log logr.Logger) error {
+	k, err := newKube(restCfg)
 	if err != nil {
 		return err
 	}
+	if cfg.Endpoints == nil {
+		cfg.Endpoints = newEndpointWatches(ctx, k, cfg.NodeName).Ready
+	}
+	a := newAgent(cfg, k, sp, clk, log)
+	if err := a.watchSpec(ctx); err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// Start runs the agent in the background; the returned function stops it and waits (for tests and the demo).
+func Start(ctx context.Context, restCfg *rest.Config, cfg Config, sp speaker.Speaker, clk clock.WithTicker, log logr.Logger) (*Agent, func(), error) {
+	k, err := newKube(restCfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	if cfg.Endpoints == nil {
+		cfg.Endpoints = newEndpointWatches(ctx, k, cfg.NodeName).Ready
+	}
+	a := newAgent(cfg, k, sp, clk, log)
+	if err := a.watchSpec(ctx); err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := a.Run(ctx); err != nil {
+			log.Error(err, "Agent stopped")
+		}
+	}()
+	return a, func() { cancel(); <-done }, nil
+}
+
+// watchSpec feeds the loop every version of the node's NodeAnnouncement.
+func (a *Agent) watchSpec(ctx context.Context) error {
+	lw := listWatch{client: a.kube.anycast, resource: "nodeannouncements", field: fields.OneTermEqualSelector("metadata.name", a.cfg.NodeName).String(),
+		newList: func() runtime.Object { return &anycastv1.NodeAnnouncementList{} }}
+	inf := toolscache.NewSharedIndexInformer(&toolscache.ListWatch{ListWithContextFunc: lw.list, WatchFuncWithContext: lw.watch},
+		&anycastv1.NodeAnnouncement{}, 0, toolscache.Indexers{})
 	observe := func(obj any) {
 		if na, ok := obj.(*anycastv1.NodeAnnouncement); ok {
+			a.specSynced.Store(true)
 			a.Observe(na.DeepCopy())
 		}
 	}
@@ -57,15 +76,14 @@ func RunOnNode(ctx context.Context, restCfg *rest.Config, scheme *runtime.Scheme
 		UpdateFunc: func(_, obj any) { observe(obj) },
 		DeleteFunc: func(any) { a.Observe(nil) },
 	}); err != nil {
-		return err
+		return fmt.Errorf("watching the NodeAnnouncement: %w", err)
 	}
+	go inf.RunWithContext(ctx)
 	go func() {
-		if err := c.Start(ctx); err != nil {
-			log.Error(err, "Cache stopped")
+		// Synced with no NodeAnnouncement: the manager has planned nothing for this node (yet).
+		if toolscache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+			a.specSynced.Store(true)
 		}
 	}()
-	if !c.WaitForCacheSync(ctx) {
-		return fmt.Errorf("the cache did not sync")
-	}
-	return a.Run(ctx)
+	return nil
 }

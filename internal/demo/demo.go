@@ -186,7 +186,7 @@ func (d *demo) start(ctx context.Context) error {
 	for _, s := range sites {
 		p, err := startProcess("agent "+s.Node, filepath.Join(d.cfg.BinDir, "agent"), []string{
 			"--node-name", s.Node, "--local-address", s.Address.String(), "--namespace", Namespace,
-			"--health-probe-bind-address", "0",
+			"--health-probe-bind-address", "0", "--state-dir", filepath.Join(d.workDir, "state-"+s.Node),
 		}, env2, filepath.Join(d.workDir, "agent-"+s.Node+".log"))
 		if err != nil {
 			return err

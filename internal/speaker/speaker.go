@@ -5,7 +5,10 @@ package speaker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"hash/fnv"
+	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -16,7 +19,8 @@ import (
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 )
 
-// Session is one BGP neighbor of one claim.
+// Session is one BGP neighbor of one claim. It is a value: two sessions with the same settings are ==, and a speaker
+// touches a running session only when one of its own settings changed.
 type Session struct {
 	Claim        string
 	PeerAddress  netip.Addr
@@ -31,22 +35,23 @@ type Session struct {
 	ConnectRetry    time.Duration
 	EBGPMultihop    uint8 // 0: directly connected
 	GracefulRestart time.Duration
-	// BFD, when set, runs Bidirectional Forwarding Detection on the session (where the speaker can).
-	BFD *BFD
+	// BFD runs Bidirectional Forwarding Detection on the session (where the speaker can) when Enabled.
+	BFD BFD
 }
 
-// BFD settings; zero values leave the speaker's defaults.
+// BFD settings; zero durations and multiplier leave the speaker's defaults.
 type BFD struct {
+	Enabled      bool
 	MinRx, MinTx time.Duration
 	Multiplier   int
 }
 
-// BFDOf reads a claim's BFD settings; nil when the claim sets none.
-func BFDOf(b *anycastv1.BFD) *BFD {
+// BFDOf reads a claim's BFD settings; disabled when the claim sets none.
+func BFDOf(b *anycastv1.BFD) BFD {
 	if b == nil {
-		return nil
+		return BFD{}
 	}
-	out := &BFD{}
+	out := BFD{Enabled: true}
 	if b.MinRx != nil {
 		out.MinRx = b.MinRx.Duration
 	}
@@ -60,7 +65,38 @@ func BFDOf(b *anycastv1.BFD) *BFD {
 }
 
 // Key identifies a session: one per claim and peer address.
-func (s Session) Key() string { return s.Claim + "/" + s.PeerAddress.String() }
+func (s Session) Key() string { return SessionKey(s.Claim, s.PeerAddress) }
+
+// SessionKey is the Key of the session of a claim to a peer.
+func SessionKey(claim string, peer netip.Addr) string { return claim + "/" + peer.String() }
+
+// Canonical returns the address in the one form every comparison uses: an IPv4-mapped IPv6 address is the IPv4
+// address, and no zone.
+func Canonical(a netip.Addr) netip.Addr { return a.Unmap().WithZone("") }
+
+// ParsePeer parses an address as written in a claim or reported by a provider or a speaker, canonicalised.
+func ParsePeer(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return Canonical(a), nil
+}
+
+// MaxPasswordLength is the longest TCP MD5 key Linux accepts (TCP_MD5SIG_MAXKEYLEN).
+const MaxPasswordLength = 80
+
+// CheckPassword refuses a password no speaker can use: longer than Linux's TCP MD5 key, or holding a NUL byte or a
+// line break (which no configuration file can carry, and which are never meant). The message never quotes it.
+func CheckPassword(pw string) error {
+	switch {
+	case len(pw) > MaxPasswordLength:
+		return fmt.Errorf("the MD5 password is %d bytes long; Linux accepts at most %d", len(pw), MaxPasswordLength)
+	case strings.ContainsAny(pw, "\x00\r\n"):
+		return fmt.Errorf("the MD5 password holds a NUL byte or a line break; remove it from the Secret")
+	}
+	return nil
+}
 
 // Route is one prefix as the node announces it now.
 type Route struct {
@@ -72,7 +108,18 @@ type Route struct {
 	MED              *uint32
 	LocalPref        *uint32
 	Prepend          int
+	// Deprefered: the attributes include the Deprefer additions (what the status reports).
+	Deprefered bool
 }
+
+// Equal reports whether two routes announce the same thing.
+func (r Route) Equal(o Route) bool {
+	return r.Prefix == o.Prefix && slices.Equal(r.Claims, o.Claims) && slices.Equal(r.Communities, o.Communities) &&
+		slices.Equal(r.LargeCommunities, o.LargeCommunities) && equalPtr(r.MED, o.MED) && equalPtr(r.LocalPref, o.LocalPref) &&
+		r.Prepend == o.Prepend && r.Deprefered == o.Deprefered
+}
+
+func equalPtr(a, b *uint32) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
 
 // State is everything a speaker announces.
 type State struct {
@@ -83,6 +130,83 @@ type State struct {
 	Exports map[string][]netip.Prefix
 	// Routes are announced now; a route outside its claims' Exports is never sent.
 	Routes []Route
+	// NextHop4 and NextHop6 are the node's own addresses. A route goes out on a session of its own family with the
+	// session's local address as next hop; on a session of the other family with the node's address of the
+	// route's family, and not at all when the node has none (never an IPv4-mapped IPv6 next hop).
+	NextHop4, NextHop6 netip.Addr
+}
+
+// CrossFamilyNextHop is the next hop of a route of family v6 (true: IPv6) on a session of the other family: the
+// node's address of the route's family, invalid when the node has none (then the route is not sent on the session).
+func (st State) CrossFamilyNextHop(v6 bool) netip.Addr {
+	if v6 {
+		return st.NextHop6
+	}
+	return st.NextHop4
+}
+
+// Carries reports whether a session may carry a prefix's family at all (its export list aside): always for the
+// session's own family, for the other one only with a next hop of that family.
+func (st State) Carries(s Session, prefix netip.Prefix) bool {
+	v6 := prefix.Addr().Is6()
+	return s.PeerAddress.Is6() == v6 || st.CrossFamilyNextHop(v6).IsValid()
+}
+
+// Equal reports whether two states are the same.
+func (st State) Equal(o State) bool {
+	if !slices.Equal(st.Sessions, o.Sessions) || !slices.EqualFunc(st.Routes, o.Routes, Route.Equal) ||
+		st.NextHop4 != o.NextHop4 || st.NextHop6 != o.NextHop6 || len(st.Exports) != len(o.Exports) {
+		return false
+	}
+	for c, l := range st.Exports {
+		if ol, ok := o.Exports[c]; !ok || !slices.Equal(l, ol) {
+			return false
+		}
+	}
+	return true
+}
+
+// Report is what a speaker holds after Apply: what its peers were told, which may fall short of what was asked.
+type Report struct {
+	// Held is the state in force: the sessions configured and the routes announced.
+	Held State
+	// SessionErrors says, by session Key, why a session asked for is not configured as asked.
+	SessionErrors map[string]string
+	// RouteErrors says why a route is not announced, or not withdrawn, as asked.
+	RouteErrors map[netip.Prefix]string
+	// Err is an error of the whole configuration (BIRD refused it), or nil.
+	Err error
+}
+
+// OK reports whether everything asked for is in force.
+func (r Report) OK() bool {
+	return r.Err == nil && len(r.SessionErrors) == 0 && len(r.RouteErrors) == 0
+}
+
+// Error sums the report's errors up in one line, nil when OK. It names peers and prefixes, never passwords.
+func (r Report) Error() error {
+	if r.OK() {
+		return nil
+	}
+	var parts []string
+	if r.Err != nil {
+		parts = append(parts, r.Err.Error())
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.SessionErrors)) {
+		parts = append(parts, "session "+k+": "+r.SessionErrors[k])
+	}
+	for _, p := range slices.SortedFunc(maps.Keys(r.RouteErrors), ComparePrefixes) {
+		parts = append(parts, "route "+p.String()+": "+r.RouteErrors[p])
+	}
+	return errors.New(strings.Join(parts, "; "))
+}
+
+// ComparePrefixes orders prefixes by address, then length.
+func ComparePrefixes(x, y netip.Prefix) int {
+	if c := x.Addr().Compare(y.Addr()); c != 0 {
+		return c
+	}
+	return x.Bits() - y.Bits()
 }
 
 // SessionStatus is a session as the speaker sees it.
@@ -96,12 +220,39 @@ type SessionStatus struct {
 
 // Speaker makes a desired State true.
 type Speaker interface {
-	// Apply converges on the state; it is idempotent and cheap when nothing changed.
-	Apply(ctx context.Context, s State) error
+	// Apply converges on the state as far as it can: one session it cannot configure keeps neither the others nor
+	// the routes from being applied. It is idempotent and cheap when nothing changed. The context bounds it.
+	Apply(ctx context.Context, s State) Report
 	// Sessions reports the state of every session.
 	Sessions(ctx context.Context) ([]SessionStatus, error)
 	// Close withdraws everything and ends the sessions.
 	Close() error
+}
+
+// RouterID is the BGP identifier of a node: the router ID given, else its IPv4 address, else (an IPv6-only node)
+// 32 bits derived from its IPv6 address (RFC 6286 asks only for a non-zero value unique in the AS; a hash of the
+// node's own address is as unique as the address).
+func RouterID(given netip.Addr, addrs ...netip.Addr) netip.Addr {
+	if given.Is4() && !given.IsUnspecified() {
+		return given
+	}
+	for _, a := range addrs {
+		if a = Canonical(a); a.Is4() && !a.IsUnspecified() {
+			return a
+		}
+	}
+	for _, a := range addrs {
+		if a.IsValid() {
+			h := fnv.New32a()
+			_, _ = h.Write(a.AsSlice())
+			v := h.Sum32()
+			if v == 0 || v == math.MaxUint32 {
+				v = 1
+			}
+			return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+		}
+	}
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
 }
 
 // Deprefer makes a route less preferred without withdrawing it (onUnhealthy: Deprefer, minAnnounceDuration,
@@ -115,7 +266,7 @@ const (
 
 // RouteFor builds the route of one prefix from its group's attributes, deprefered or not.
 func RouteFor(prefix netip.Prefix, claims []string, a *anycastv1.BGPAttributes, deprefer bool) (Route, error) {
-	r := Route{Prefix: prefix, Claims: slices.Clone(claims)}
+	r := Route{Prefix: prefix, Claims: slices.Clone(claims), Deprefered: deprefer}
 	if a != nil {
 		for _, c := range a.Communities {
 			v, err := ParseCommunity(string(c))
@@ -209,8 +360,8 @@ func parseLargeCommunity(s string) ([3]uint32, error) {
 // stack's objects. It announces nothing itself and has no sessions to report.
 type Delegated struct{}
 
-// Apply does nothing: the manager carries the decision to the BGP stack.
-func (Delegated) Apply(context.Context, State) error { return nil }
+// Apply holds everything at once: the manager carries the decision to the BGP stack.
+func (Delegated) Apply(_ context.Context, s State) Report { return Report{Held: s} }
 
 // Sessions reports none: the BGP stack owns the sessions.
 func (Delegated) Sessions(context.Context) ([]SessionStatus, error) { return nil, nil }

@@ -107,7 +107,7 @@ func startAgentWith(t testing.TB, env *testenv.Env, node string, addr netip.Addr
 	done := make(chan struct{})
 	cfg := agent.Config{NodeName: node, Namespace: namespace, LocalAddress: addr, Version: "e2e", SessionPoll: 100 * time.Millisecond}
 	go func() {
-		if err := agent.RunOnNode(ctx, env.Config, env.Scheme, cfg, sp, clock.RealClock{}, log.WithValues("node", node)); err != nil {
+		if err := agent.RunOnNode(ctx, env.Config, cfg, sp, clock.RealClock{}, log.WithValues("node", node)); err != nil {
 			t.Errorf("agent %s: %v", node, err)
 		}
 		close(done)

@@ -198,7 +198,7 @@ func startProvisioningAgent(t *testing.T, env *testenv.Env, node string, addr ne
 	cfg := agent.Config{NodeName: node, Namespace: namespace, LocalAddress: addr, Version: "e2e", SessionPoll: 100 * time.Millisecond,
 		ProvisionRetry: 100 * time.Millisecond, ProvisionRecheck: 200 * time.Millisecond}
 	go func() {
-		if err := agent.RunOnNode(ctx, env.Config, env.Scheme, cfg, speaker.Delegated{}, clock.RealClock{}, log.WithValues("node", node)); err != nil {
+		if err := agent.RunOnNode(ctx, env.Config, cfg, speaker.Delegated{}, clock.RealClock{}, log.WithValues("node", node)); err != nil {
 			t.Errorf("agent %s: %v", node, err)
 		}
 		close(done)

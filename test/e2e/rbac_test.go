@@ -43,7 +43,7 @@ func TestAgentWorksWithItsOwnRBAC(t *testing.T) {
 	done := make(chan error, 1)
 	log := testr.NewWithOptions(t, testr.Options{Verbosity: -1})
 	go func() {
-		done <- agent.RunOnNode(ctx, asAgent, env.Scheme, agent.Config{NodeName: "edge-1", Namespace: namespace, LocalAddress: node},
+		done <- agent.RunOnNode(ctx, asAgent, agent.Config{NodeName: "edge-1", Namespace: namespace, LocalAddress: node},
 			embedded.New(node, log), clock.RealClock{}, log)
 	}()
 	t.Cleanup(func() {

@@ -47,7 +47,7 @@ func TestAgentSteadyStateWritesNoStatus(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
-		_ = agent.RunOnNode(ctx, cfg, env.Scheme, agent.Config{NodeName: "edge-1", Namespace: namespace, LocalAddress: node},
+		_ = agent.RunOnNode(ctx, cfg, agent.Config{NodeName: "edge-1", Namespace: namespace, LocalAddress: node},
 			embedded.New(node, logr.Discard()), clock.RealClock{}, logr.Discard())
 		close(done)
 	}()

@@ -26,15 +26,15 @@ func BenchmarkDecisionToRouter(b *testing.B) {
 	exports := map[string][]netip.Prefix{"transit-a": {dns}}
 	with := speaker.State{Sessions: sessions, Exports: exports, Routes: []speaker.Route{route}}
 	without := speaker.State{Sessions: sessions, Exports: exports}
-	if err := s.Apply(ctx, with); err != nil {
+	if err := s.Apply(ctx, with).Error(); err != nil {
 		b.Fatal(err)
 	}
 	r.WaitFor(b, dns, "announced", func(p []bgptest.Path) bool { return len(p) == 1 })
 	withdraw, announce := r.MeasureToggles(b, dns.String(), func(on bool) error {
 		if on {
-			return s.Apply(ctx, with)
+			return s.Apply(ctx, with).Error()
 		}
-		return s.Apply(ctx, without)
+		return s.Apply(ctx, without).Error()
 	})
 	withdraw.Report(b, "withdraw")
 	announce.Report(b, "announce")

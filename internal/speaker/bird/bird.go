@@ -10,8 +10,11 @@ package bird
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -45,37 +48,119 @@ type Speaker struct {
 	Log        logr.Logger
 
 	mu      sync.Mutex
-	applied map[string][]byte // file → content BIRD accepted last
+	applied map[string][]byte // file → content BIRD accepted last (nil: unknown)
+	held    speaker.State     // the state those files render
 	names   map[string]string // protocol name → session key, for Sessions
 	claims  map[string]speaker.Session
 }
 
 var _ speaker.Speaker = (*Speaker)(nil)
 
-// Apply renders the state, and when it differs from what BIRD runs, writes it and reloads BIRD. If BIRD refuses the
-// new configuration, the last good files are put back (BIRD keeps running the old one) and the error says why.
-func (s *Speaker) Apply(ctx context.Context, st speaker.State) error {
+// Apply renders the state, and when it differs from what BIRD runs, writes it and reloads BIRD. A session BIRD could
+// not read as intended (a password its lexer would cut short) is left out and reported. If BIRD refuses the new
+// configuration, the sessions it runs already are kept, the new and changed ones are tried one at a time, and those
+// BIRD refuses are reported and left out; the routes are applied whatever happened to the sessions. If BIRD refuses
+// even that, the last good files are put back (BIRD keeps running them) and the error says why.
+func (s *Speaker) Apply(ctx context.Context, st speaker.State) speaker.Report {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	files, names := render(st, s.ListenPort)
-	if s.applied != nil && equalFiles(s.applied, files) {
-		return nil
+	rep := speaker.Report{SessionErrors: map[string]string{}, RouteErrors: map[netip.Prefix]string{}}
+	var valid []speaker.Session
+	seen := map[string]string{}
+	for _, x := range st.Sessions {
+		name := protocolName(x)
+		if err := checkSession(x); err != nil {
+			rep.SessionErrors[x.Key()] = err.Error()
+			continue
+		}
+		if other, dup := seen[name]; dup {
+			rep.SessionErrors[x.Key()] = fmt.Sprintf("its BIRD protocol name %s is taken by session %s", name, other)
+			continue
+		}
+		seen[name] = x.Key()
+		valid = append(valid, x)
 	}
+	held, err := s.configureWith(ctx, st, valid, rep.SessionErrors)
+	rep.Held, rep.Err = held, err
+	return rep
+}
+
+// configureWith makes BIRD run st with the given sessions, or as many of them as it accepts; it returns the state in
+// force afterwards.
+func (s *Speaker) configureWith(ctx context.Context, st speaker.State, sessions []speaker.Session, errs map[string]string) (speaker.State, error) {
+	want := withSessions(st, sessions)
+	if s.applied != nil && want.Equal(s.held) {
+		return s.held, nil
+	}
+	msg, err := s.try(ctx, want)
+	if err == nil {
+		return s.held, nil
+	}
+	// Keep what BIRD runs now and add the rest one session at a time.
+	var kept, added []speaker.Session
+	for _, x := range sessions {
+		if slices.Contains(s.held.Sessions, x) {
+			kept = append(kept, x)
+		} else {
+			added = append(added, x)
+		}
+	}
+	if len(added) == 0 {
+		return s.held, fmt.Errorf("BIRD refused the new configuration (the last good one stays): %s", msg)
+	}
+	if base := withSessions(st, kept); !base.Equal(s.held) {
+		if msg, err := s.try(ctx, base); err != nil {
+			return s.held, fmt.Errorf("BIRD refused the new configuration (the last good one stays): %s", msg)
+		}
+	}
+	for _, x := range added {
+		if msg, err := s.try(ctx, withSessions(st, append(slices.Clone(s.held.Sessions), x))); err != nil {
+			errs[x.Key()] = "BIRD refused the session: " + msg
+		}
+	}
+	return s.held, nil
+}
+
+// withSessions is st with its sessions replaced, in a fixed order.
+func withSessions(st speaker.State, sessions []speaker.Session) speaker.State {
+	st.Sessions = slices.Clone(sessions)
+	slices.SortFunc(st.Sessions, func(a, b speaker.Session) int { return strings.Compare(a.Key(), b.Key()) })
+	return st
+}
+
+// try writes the files of st and reloads BIRD. On success st is what BIRD runs; on a refusal the previous files are
+// put back and BIRD's message returned.
+func (s *Speaker) try(ctx context.Context, st speaker.State) (string, error) {
+	files, names := render(st, s.ListenPort)
 	previous := s.applied
 	if previous == nil {
 		previous = map[string][]byte{} // unknown: BIRD started with empty files or ours from an earlier run
 	}
 	if err := s.write(files, s.applied); err != nil {
-		return err
+		return err.Error(), err
 	}
 	if err := s.configure(ctx); err != nil {
 		_ = s.write(previous, files)
-		return fmt.Errorf("BIRD refused the new configuration (the last good one stays): %w", err)
+		return err.Error(), err
 	}
-	s.applied, s.names = files, names
+	s.applied, s.names, s.held = files, names, st
 	s.claims = map[string]speaker.Session{}
 	for _, x := range st.Sessions {
 		s.claims[x.Key()] = x
+	}
+	return "", nil
+}
+
+// checkSession refuses what BIRD's lexer would read otherwise than meant. Its strings have no escape sequences: a
+// string ends at the first double quote and may not span lines, so a password holding either would end early and
+// let the rest of it be read as configuration. Everything else it is given is typed (addresses, numbers) or a
+// symbol built here.
+func checkSession(x speaker.Session) error {
+	if err := speaker.CheckPassword(x.Password); err != nil {
+		return err
+	}
+	if strings.ContainsRune(x.Password, '"') {
+		return errors.New(`the MD5 password holds a double quote ("), which BIRD cannot read inside a string; change the Secret`)
 	}
 	return nil
 }
@@ -206,18 +291,14 @@ func (s *Speaker) Close() error {
 	if err := s.write(empty, nil); err != nil {
 		return err
 	}
-	s.applied = empty
+	s.applied, s.held, s.names = empty, speaker.State{}, nil
 	return s.configure(context.Background())
 }
 
 // render turns the state into the three files, and names each BGP protocol.
 func render(st speaker.State, listenPort uint16) (map[string][]byte, map[string]string) {
 	var filters, routes, peers bytes.Buffer
-	claims := make([]string, 0, len(st.Exports))
-	for c := range st.Exports {
-		claims = append(claims, c)
-	}
-	sort.Strings(claims)
+	claims := slices.Sorted(maps.Keys(st.Exports))
 	// MED of each route: BIRD sends MED to an eBGP peer only when the export filter sets it.
 	med := map[netip.Prefix]uint32{}
 	for _, r := range st.Routes {
@@ -262,17 +343,13 @@ func render(st speaker.State, listenPort uint16) (map[string][]byte, map[string]
 		routes.WriteString("}\n")
 	}
 	names := map[string]string{}
-	if slices.ContainsFunc(st.Sessions, func(x speaker.Session) bool { return x.BFD != nil }) {
+	if slices.ContainsFunc(st.Sessions, func(x speaker.Session) bool { return x.BFD.Enabled }) {
 		// BGP asks a BFD protocol for its sessions; this one is the operator's, beside any of bird.conf's own.
 		peers.WriteString("protocol bfd anycast_bfd {\n}\n")
 	}
-	for i, x := range st.Sessions {
-		name := fmt.Sprintf("anycast_%s_%d", sanitize(x.Claim), i)
+	for _, x := range st.Sessions {
+		name := protocolName(x)
 		names[name] = x.Key()
-		family := "ipv4"
-		if x.PeerAddress.Is6() {
-			family = "ipv6"
-		}
 		fmt.Fprintf(&peers, "protocol bgp %s {\n", name)
 		local := "  local"
 		if x.LocalAddress.IsValid() {
@@ -288,7 +365,7 @@ func render(st speaker.State, listenPort uint16) (map[string][]byte, map[string]
 		}
 		fmt.Fprintf(&peers, "  neighbor %s port %d as %d;\n", x.PeerAddress, port, x.PeerASN)
 		if x.Password != "" {
-			fmt.Fprintf(&peers, "  password \"%s\";\n", strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(x.Password))
+			fmt.Fprintf(&peers, "  password \"%s\";\n", x.Password) // checkSession: no quote, no line break
 		}
 		fmt.Fprintf(&peers, "  hold time %d; keepalive time %d; connect retry time %d;\n",
 			int(x.HoldTime.Seconds()), int(x.KeepaliveTime.Seconds()), max(int(x.ConnectRetry.Seconds()), 1))
@@ -298,7 +375,7 @@ func render(st speaker.State, listenPort uint16) (map[string][]byte, map[string]
 		if x.GracefulRestart > 0 {
 			fmt.Fprintf(&peers, "  graceful restart on; graceful restart time %d;\n", int(x.GracefulRestart.Seconds()))
 		}
-		if b := x.BFD; b != nil {
+		if b := x.BFD; b.Enabled {
 			var opts []string
 			if b.MinRx > 0 {
 				opts = append(opts, fmt.Sprintf("min rx interval %d ms;", b.MinRx.Milliseconds()))
@@ -315,7 +392,17 @@ func render(st speaker.State, listenPort uint16) (map[string][]byte, map[string]
 		if _, ok := st.Exports[x.Claim]; ok {
 			exportFilter = "filter " + filterName(x.Claim)
 		}
-		fmt.Fprintf(&peers, "  %s { import none; export %s; };\n}\n", family, exportFilter)
+		// The session's own family, and the other one when the node has an address of it to give as next hop. The
+		// channels depend on the session and the node only, so adding a prefix never renegotiates a session.
+		own, other := "ipv4", "ipv6"
+		if x.PeerAddress.Is6() {
+			own, other = other, own
+		}
+		fmt.Fprintf(&peers, "  %s { import none; export %s; };\n", own, exportFilter)
+		if nh := st.CrossFamilyNextHop(other == "ipv6"); nh.IsValid() {
+			fmt.Fprintf(&peers, "  %s { next hop address %s; import none; export %s; };\n", other, nh, exportFilter)
+		}
+		peers.WriteString("}\n")
 	}
 	return map[string][]byte{"filters.conf": filters.Bytes(), "routes.conf": routes.Bytes(), "peers.conf": peers.Bytes()}, names
 }
@@ -340,14 +427,34 @@ func attributes(r speaker.Route, asnOf map[string]uint32) string {
 	return b.String()
 }
 
-func filterName(claim string) string { return "anycast_export_" + sanitize(claim) }
+// BIRD symbols are at most 64 characters (longer ones are refused) of letters, digits and '_'. Names are built from
+// the claim (readable, cut short) and a hash of what they stand for (unique), so that each session's protocol keeps
+// its name whatever other sessions come and go: BIRD then leaves it running across reconfigurations.
+const symbolClaimChars = 24
 
-// sanitize makes a claim name (lower-case letters, digits, '-', '.') a BIRD symbol.
-func sanitize(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '-' || r == '.' {
-			return '_'
+func filterName(claim string) string {
+	return "anycast_export_" + symbol(claim) + "_" + hash(claim, 8)
+}
+
+// protocolName names a session's BGP protocol after its claim and peer (its Key).
+func protocolName(x speaker.Session) string {
+	return "anycast_" + symbol(x.Claim) + "_" + hash(x.Key(), 12)
+}
+
+func symbol(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
 		}
-		return r
+		return '_'
 	}, s)
+	if len(s) > symbolClaimChars {
+		s = s[:symbolClaimChars]
+	}
+	return s
+}
+
+func hash(s string, n int) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])[:n]
 }

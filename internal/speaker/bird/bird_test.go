@@ -37,7 +37,7 @@ func TestBIRDAgainstARouter(t *testing.T) {
 		HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second, ConnectRetry: time.Second, EBGPMultihop: 2,
 		// The router runs no BFD: BIRD still establishes the session, and tears it down only when a BFD session
 		// that was up goes down.
-		BFD: &speaker.BFD{MinRx: 300 * time.Millisecond, MinTx: 200 * time.Millisecond, Multiplier: 4}}
+		BFD: speaker.BFD{Enabled: true, MinRx: 300 * time.Millisecond, MinTx: 200 * time.Millisecond, Multiplier: 4}}
 	attrs := &anycastv1.BGPAttributes{Communities: []anycastv1.Community{"64512:100", "no-export"}, LargeCommunities: []anycastv1.LargeCommunity{"64512:1:2"},
 		MED: ptr.To[int64](10), ASPathPrepend: ptr.To[int32](1)}
 	route := func(p netip.Prefix, deprefer bool) speaker.Route {
@@ -51,7 +51,7 @@ func TestBIRDAgainstARouter(t *testing.T) {
 	exports := map[string][]netip.Prefix{"transit-a": {dns}}
 	apply := func(routes ...speaker.Route) {
 		t.Helper()
-		if err := s.Apply(ctx, speaker.State{Sessions: []speaker.Session{session}, Exports: exports, Routes: routes}); err != nil {
+		if err := s.Apply(ctx, speaker.State{Sessions: []speaker.Session{session}, Exports: exports, Routes: routes}).Error(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -90,13 +90,16 @@ func TestBIRDAgainstARouter(t *testing.T) {
 	apply(route(dns, false))
 	r.WaitFor(t, dns, "dns announced again", func(p []bgptest.Path) bool { return len(p) == 1 })
 
-	// A configuration BIRD refuses (a link-local neighbor without an interface): an error, and the last good
-	// configuration stays in force, files included.
+	// A session BIRD refuses (a link-local neighbor without an interface): that session is reported and left out,
+	// the one BIRD runs stays up, and the routes are applied.
 	bad := session
 	bad.Claim, bad.PeerAddress = "transit-b", netip.MustParseAddr("fe80::1")
-	err = s.Apply(ctx, speaker.State{Sessions: []speaker.Session{session, bad}, Exports: exports, Routes: []speaker.Route{route(dns, false)}})
-	if err == nil || !strings.Contains(err.Error(), "BIRD refused") {
-		t.Fatalf("Apply of a refused configuration returned %v", err)
+	rep := s.Apply(ctx, speaker.State{Sessions: []speaker.Session{session, bad}, Exports: exports, Routes: []speaker.Route{route(dns, false)}})
+	if msg := rep.SessionErrors[bad.Key()]; rep.Err != nil || !strings.Contains(msg, "BIRD refused the session") || len(rep.SessionErrors) != 1 {
+		t.Fatalf("Apply with a session BIRD refuses reported %+v", rep)
+	}
+	if !slices.Equal(rep.Held.Sessions, []speaker.Session{session}) || len(rep.Held.Routes) != 1 {
+		t.Errorf("held after a refused session: %+v", rep.Held)
 	}
 	peers, _ := os.ReadFile(filepath.Join(s.Dir, "peers.conf"))
 	if strings.Contains(string(peers), "fe80::1") {

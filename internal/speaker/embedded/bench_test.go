@@ -26,7 +26,7 @@ func BenchmarkDecisionToRouter(b *testing.B) {
 	exports := map[string][]netip.Prefix{"transit-a": {dns}}
 	with := speaker.State{Sessions: sessions, Exports: exports, Routes: []speaker.Route{r}}
 	without := speaker.State{Sessions: sessions, Exports: exports}
-	if err := s.Apply(ctx, with); err != nil {
+	if err := s.Apply(ctx, with).Error(); err != nil {
 		b.Fatal(err)
 	}
 	waitEstablished(b, s, 1)
@@ -34,9 +34,9 @@ func BenchmarkDecisionToRouter(b *testing.B) {
 
 	withdraw, announce := router.MeasureToggles(b, dns.String(), func(on bool) error {
 		if on {
-			return s.Apply(ctx, with)
+			return s.Apply(ctx, with).Error()
 		}
-		return s.Apply(ctx, without)
+		return s.Apply(ctx, without).Error()
 	})
 	withdraw.Report(b, "withdraw")
 	announce.Report(b, "announce")

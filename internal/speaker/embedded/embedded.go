@@ -4,12 +4,11 @@ package embedded
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"iter"
 	"log/slog"
+	"maps"
 	"net/netip"
-	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -26,7 +25,8 @@ import (
 )
 
 // Speaker is a GoBGP server that never listens: it connects out to the peers of the node's claims and announces
-// the node's routes to them. A global export policy lets each route out only to the sessions of its claims.
+// the node's routes to them. A global export policy lets each route out only to the sessions of its claims, with
+// the right next hop for the session's family.
 type Speaker struct {
 	log      logr.Logger
 	routerID netip.Addr
@@ -37,6 +37,7 @@ type Speaker struct {
 	sessions map[string]speaker.Session // applied, by Session.Key
 	routes   map[netip.Prefix]applied
 	exports  string // fingerprint of the applied export policy
+	held     speaker.State
 }
 
 // applied is a route in the RIB with the path that put it there: withdrawing by that path is about twenty times
@@ -46,31 +47,52 @@ type applied struct {
 	path  *apiutil.Path
 }
 
-// New returns a speaker with the given router ID (usually the node's address).
+// New returns a speaker with the given router ID (usually the node's IPv4 address; an IPv6 address, as on an
+// IPv6-only node, is turned into a 32-bit identifier by speaker.RouterID).
 func New(routerID netip.Addr, log logr.Logger) *Speaker {
 	level := new(slog.LevelVar)
 	level.Set(slog.LevelWarn)
 	s := server.NewBgpServer(server.LoggerOption(slog.New(logr.ToSlogHandler(log.WithName("gobgp"))), level))
 	go s.Serve()
-	return &Speaker{log: log, routerID: routerID, bgp: s, sessions: map[string]speaker.Session{}, routes: map[netip.Prefix]applied{}}
+	return &Speaker{log: log, routerID: speaker.RouterID(routerID, routerID), bgp: s, sessions: map[string]speaker.Session{},
+		routes: map[netip.Prefix]applied{}}
 }
 
 var _ speaker.Speaker = (*Speaker)(nil)
 
-// Apply converges on st: the export policy first (it changes only with the plan), then sessions, then routes.
-func (e *Speaker) Apply(ctx context.Context, st speaker.State) error {
+// Apply converges on st: the export policy first (it changes only with the plan), then sessions, then routes. A
+// session GoBGP refuses is reported and left out; the routes are applied whatever happened to the sessions.
+func (e *Speaker) Apply(ctx context.Context, st speaker.State) (rep speaker.Report) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	rep = speaker.Report{SessionErrors: map[string]string{}, RouteErrors: map[netip.Prefix]string{}}
+	defer func() { rep.Held = e.heldState() }()
 	if err := e.start(ctx, st); err != nil {
-		return err
+		rep.Err = err
+		return rep
 	}
-	if err := e.applyExports(ctx, st); err != nil {
-		return fmt.Errorf("export policy: %w", err)
+	sessions := e.applySessions(ctx, st.Sessions, rep.SessionErrors)
+	if err := e.applyExports(ctx, st, sessions); err != nil {
+		// The previous guard stays in force; so do the routes, which it still filters.
+		rep.Err = fmt.Errorf("export policy: %w", err)
+		return rep
 	}
-	if err := e.applySessions(ctx, st.Sessions); err != nil {
-		return err
+	e.applyRoutes(st, rep.RouteErrors)
+	return rep
+}
+
+// heldState is what the speaker runs, in the State's order (sessions by key, routes by prefix).
+func (e *Speaker) heldState() speaker.State {
+	h := e.held
+	h.Sessions = make([]speaker.Session, 0, len(e.sessions))
+	for _, k := range slices.Sorted(maps.Keys(e.sessions)) {
+		h.Sessions = append(h.Sessions, e.sessions[k])
 	}
-	return e.applyRoutes(st)
+	h.Routes = make([]speaker.Route, 0, len(e.routes))
+	for _, p := range slices.SortedFunc(maps.Keys(e.routes), speaker.ComparePrefixes) {
+		h.Routes = append(h.Routes, e.routes[p].route)
+	}
+	return h
 }
 
 func (e *Speaker) start(ctx context.Context, st speaker.State) error {
@@ -93,46 +115,72 @@ func (e *Speaker) start(ctx context.Context, st speaker.State) error {
 	return nil
 }
 
-// applyExports installs the route-leak guard: a route leaves on a session only if the session's claim lists it.
-// Default action: reject.
-func (e *Speaker) applyExports(ctx context.Context, st speaker.State) error {
-	neighbors := map[string][]string{}
-	for _, s := range st.Sessions {
-		neighbors[s.Claim] = append(neighbors[s.Claim], netip.PrefixFrom(s.PeerAddress, s.PeerAddress.BitLen()).String())
-	}
-	prefixes := map[string][]string{}
-	for c, list := range st.Exports {
-		for _, p := range list {
-			prefixes[c] = append(prefixes[c], p.String())
+// applyExports installs the route-leak guard: a route leaves on a session only if the session's claim lists it, and
+// on a session of the other family only with the node's address of the route's family as next hop. Default action:
+// reject. sessions are the sessions configured now.
+func (e *Speaker) applyExports(ctx context.Context, st speaker.State, sessions []speaker.Session) error {
+	type claimSessions struct{ all, v4, v6 []string }
+	neighbors := map[string]*claimSessions{}
+	for _, s := range sessions {
+		n := neighbors[s.Claim]
+		if n == nil {
+			n = &claimSessions{}
+			neighbors[s.Claim] = n
+		}
+		host := netip.PrefixFrom(s.PeerAddress, s.PeerAddress.BitLen()).String()
+		n.all = append(n.all, host)
+		if s.PeerAddress.Is6() {
+			n.v6 = append(n.v6, host)
+		} else {
+			n.v4 = append(n.v4, host)
 		}
 	}
 	req := &api.SetPoliciesRequest{}
 	policy := &api.Policy{Name: "anycast-export"}
-	claims := make([]string, 0, len(neighbors))
-	for c := range neighbors {
-		claims = append(claims, c)
+	var fingerprint strings.Builder
+	fmt.Fprintf(&fingerprint, "nh %s %s;", st.NextHop4, st.NextHop6)
+	neighborSet := func(name string, list []string) {
+		slices.Sort(list)
+		req.DefinedSets = append(req.DefinedSets, &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: name, List: list})
+		fmt.Fprintf(&fingerprint, "%s=%v;", name, list)
 	}
-	sort.Strings(claims)
-	for _, c := range claims {
-		if len(prefixes[c]) == 0 {
+	statement := func(name, neighbors, prefixes string, actions *api.Actions) {
+		policy.Statements = append(policy.Statements, &api.Statement{
+			Name: name,
+			Conditions: &api.Conditions{
+				NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: neighbors},
+				PrefixSet:   &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: prefixes},
+			},
+			Actions: actions,
+		})
+	}
+	accept := &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT}
+	for _, c := range slices.Sorted(maps.Keys(neighbors)) {
+		n := neighbors[c]
+		if len(st.Exports[c]) == 0 {
 			continue
 		}
-		slices.Sort(neighbors[c])
-		req.DefinedSets = append(req.DefinedSets,
-			&api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: "claim-" + c, List: neighbors[c]})
-		// A GoBGP prefix set holds one address family: one set and one statement per family.
-		for family, list := range splitFamilies(prefixes[c]) {
-			name := "claim-" + c + "-" + family
+		neighborSet("claim-"+c, n.all)
+		for family, list := range splitFamilies(st.Exports[c]) {
+			set := "claim-" + c + "-" + family
 			req.DefinedSets = append(req.DefinedSets,
-				&api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: name, Prefixes: exactPrefixes(list)})
-			policy.Statements = append(policy.Statements, &api.Statement{
-				Name: name,
-				Conditions: &api.Conditions{
-					NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: "claim-" + c},
-					PrefixSet:   &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: name},
-				},
-				Actions: &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
-			})
+				&api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: set, Prefixes: exactPrefixes(list)})
+			fmt.Fprintf(&fingerprint, "%s=%v;", set, list)
+			// The other family's sessions first: their next hop is the node's own address of this family.
+			other, nh := n.v4, st.NextHop6
+			if family == "v4" {
+				other, nh = n.v6, st.NextHop4
+			}
+			if len(other) > 0 {
+				otherSet := "claim-" + c + "-sessions-not-" + family
+				neighborSet(otherSet, other)
+				cross := &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_REJECT}
+				if nh.IsValid() {
+					cross = &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT, Nexthop: &api.NexthopAction{Address: nh.String()}}
+				}
+				statement(set+"-cross", otherSet, set, cross)
+			}
+			statement(set, "claim-"+c, set, accept)
 		}
 	}
 	assignment := &api.PolicyAssignment{Name: "global", Direction: api.PolicyDirection_POLICY_DIRECTION_EXPORT, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT}
@@ -140,8 +188,7 @@ func (e *Speaker) applyExports(ctx context.Context, st speaker.State) error {
 		req.Policies = []*api.Policy{policy}
 		assignment.Policies = []*api.Policy{{Name: policy.Name}}
 	}
-	fingerprint := fmt.Sprint(neighbors, prefixes)
-	if fingerprint == e.exports {
+	if fingerprint.String() == e.exports {
 		return nil
 	}
 	// SetPolicies replaces the sets and policies but keeps assignments; the assignment is set on its own.
@@ -151,8 +198,9 @@ func (e *Speaker) applyExports(ctx context.Context, st speaker.State) error {
 	if err := e.bgp.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: assignment}); err != nil {
 		return err
 	}
-	e.exports = fingerprint
-	// Re-evaluate what each established session was sent under the new policy.
+	e.exports = fingerprint.String()
+	e.held.Exports, e.held.NextHop4, e.held.NextHop6 = maps.Clone(st.Exports), st.NextHop4, st.NextHop6
+	// Re-evaluate what each established session was sent under the new policy (a route refresh, not a reset).
 	for _, s := range e.sessions {
 		_ = e.bgp.ResetPeer(ctx, &api.ResetPeerRequest{Address: s.PeerAddress.String(), Soft: true, Direction: api.ResetPeerRequest_DIRECTION_OUT})
 	}
@@ -160,14 +208,14 @@ func (e *Speaker) applyExports(ctx context.Context, st speaker.State) error {
 }
 
 // splitFamilies sorts prefixes into "v4" and "v6", in a fixed order (the policy's fingerprint depends on it).
-func splitFamilies(list []string) iter.Seq2[string, []string] {
+func splitFamilies(list []netip.Prefix) iter.Seq2[string, []string] {
 	byFamily := map[string][]string{}
 	for _, p := range list {
 		f := "v4"
-		if netip.MustParsePrefix(p).Addr().Is6() {
+		if p.Addr().Is6() {
 			f = "v6"
 		}
-		byFamily[f] = append(byFamily[f], p)
+		byFamily[f] = append(byFamily[f], p.String())
 	}
 	return func(yield func(string, []string) bool) {
 		for _, f := range []string{"v4", "v6"} {
@@ -190,35 +238,58 @@ func exactPrefixes(list []string) []*api.Prefix {
 	return out
 }
 
-func (e *Speaker) applySessions(ctx context.Context, desired []speaker.Session) error {
+// applySessions removes the sessions no longer wanted or whose settings changed, and adds the missing ones. A
+// session whose settings did not change is never touched. Errors go to errs by session key; it returns the sessions
+// configured afterwards.
+func (e *Speaker) applySessions(ctx context.Context, desired []speaker.Session, errs map[string]string) []speaker.Session {
 	want := make(map[string]speaker.Session, len(desired))
 	for _, s := range desired {
 		want[s.Key()] = s
 	}
-	var errs []error
 	for key, cur := range e.sessions {
 		if s, ok := want[key]; ok && s == cur {
 			continue
 		}
 		if err := e.bgp.DeletePeer(ctx, &api.DeletePeerRequest{Address: cur.PeerAddress.String()}); err != nil {
-			errs = append(errs, fmt.Errorf("removing peer %s: %w", cur.PeerAddress, err))
+			errs[key] = fmt.Sprintf("removing the session: %v", err)
 			continue
 		}
 		delete(e.sessions, key)
 		e.log.Info("Removed BGP session", "claim", cur.Claim, "peer", cur.PeerAddress)
 	}
-	for key, s := range want {
+	byAddr := map[netip.Addr]string{}
+	for key, s := range e.sessions {
+		byAddr[s.PeerAddress] = key
+	}
+	for _, key := range slices.Sorted(maps.Keys(want)) {
+		s := want[key]
 		if _, ok := e.sessions[key]; ok {
 			continue
 		}
+		if _, bad := errs[key]; bad {
+			continue // the old session could not be removed
+		}
+		if other, ok := byAddr[s.PeerAddress]; ok {
+			errs[key] = fmt.Sprintf("the session %s already peers with %s; GoBGP runs one session per peer address", other, s.PeerAddress)
+			continue
+		}
+		if err := speaker.CheckPassword(s.Password); err != nil {
+			errs[key] = err.Error()
+			continue
+		}
 		if err := e.bgp.AddPeer(ctx, &api.AddPeerRequest{Peer: peerOf(s)}); err != nil {
-			errs = append(errs, fmt.Errorf("adding peer %s: %w", s.PeerAddress, err))
+			errs[key] = fmt.Sprintf("GoBGP refused the session: %v", err)
 			continue
 		}
 		e.sessions[key] = s
+		byAddr[s.PeerAddress] = key
 		e.log.Info("Added BGP session", "claim", s.Claim, "peer", s.PeerAddress, "peerASN", s.PeerASN, "localASN", s.LocalASN)
 	}
-	return errors.Join(errs...)
+	out := make([]speaker.Session, 0, len(e.sessions))
+	for _, k := range slices.Sorted(maps.Keys(e.sessions)) {
+		out = append(out, e.sessions[k])
+	}
+	return out
 }
 
 // UnicastFamilies are IPv4 and IPv6 unicast, as GoBGP peer configuration.
@@ -258,21 +329,21 @@ func peerOf(s speaker.Session) *api.Peer {
 }
 
 // applyRoutes adds new and changed routes (a new path for a prefix replaces the old one) and deletes the others.
-func (e *Speaker) applyRoutes(st speaker.State) error {
+// Errors go to errs by prefix.
+func (e *Speaker) applyRoutes(st speaker.State, errs map[netip.Prefix]string) {
 	want := make(map[netip.Prefix]speaker.Route, len(st.Routes))
 	asnOf := map[string]uint32{}
 	for _, s := range st.Sessions {
 		asnOf[s.Claim] = s.LocalASN
 	}
-	var errs []error
 	for _, r := range st.Routes {
 		want[r.Prefix] = r
-		if cur, ok := e.routes[r.Prefix]; ok && reflect.DeepEqual(cur.route, r) {
+		if cur, ok := e.routes[r.Prefix]; ok && cur.route.Equal(r) {
 			continue
 		}
 		path, err := pathOf(r, asnOf)
 		if err != nil {
-			errs = append(errs, err)
+			errs[r.Prefix] = err.Error()
 			continue
 		}
 		resp, err := e.bgp.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{path}})
@@ -280,7 +351,7 @@ func (e *Speaker) applyRoutes(st speaker.State) error {
 			err = resp[0].Error
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("announcing %s: %w", r.Prefix, err))
+			errs[r.Prefix] = fmt.Sprintf("announcing: %v", err)
 			continue
 		}
 		e.routes[r.Prefix] = applied{route: r, path: path}
@@ -290,12 +361,11 @@ func (e *Speaker) applyRoutes(st speaker.State) error {
 			continue
 		}
 		if err := e.bgp.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{cur.path}}); err != nil {
-			errs = append(errs, fmt.Errorf("withdrawing %s: %w", pfx, err))
+			errs[pfx] = fmt.Sprintf("withdrawing: %v", err)
 			continue
 		}
 		delete(e.routes, pfx)
 	}
-	return errors.Join(errs...)
 }
 
 // pathOf builds the BGP path of a route. The next hop is left unspecified, so that each session sends its own
@@ -351,9 +421,9 @@ func pathOf(r speaker.Route, asnOf map[string]uint32) (*apiutil.Path, error) {
 // Sessions reports every configured session's state.
 func (e *Speaker) Sessions(ctx context.Context) ([]speaker.SessionStatus, error) {
 	e.mu.Lock()
-	byAddr := map[string]speaker.Session{}
+	byAddr := map[netip.Addr]speaker.Session{}
 	for _, s := range e.sessions {
-		byAddr[s.PeerAddress.String()] = s
+		byAddr[s.PeerAddress] = s
 	}
 	started := e.started
 	e.mu.Unlock()
@@ -362,8 +432,9 @@ func (e *Speaker) Sessions(ctx context.Context) ([]speaker.SessionStatus, error)
 	}
 	var out []speaker.SessionStatus
 	err := e.bgp.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
-		s, ok := byAddr[p.GetConf().GetNeighborAddress()]
-		if !ok {
+		addr, err := speaker.ParsePeer(p.GetConf().GetNeighborAddress())
+		s, ok := byAddr[addr]
+		if err != nil || !ok {
 			return
 		}
 		out = append(out, speaker.SessionStatus{Claim: s.Claim, PeerAddress: s.PeerAddress.String(), PeerASN: s.PeerASN,

@@ -64,7 +64,7 @@ func TestEmbeddedSpeakerAgainstARouter(t *testing.T) {
 	exports := map[string][]netip.Prefix{"transit-a": {dns, web}, "transit-b": {dns}}
 	announce := func(deprefer bool, routes ...speaker.Route) {
 		t.Helper()
-		if err := s.Apply(ctx, speaker.State{Sessions: sessions, Exports: exports, Routes: routes}); err != nil {
+		if err := s.Apply(ctx, speaker.State{Sessions: sessions, Exports: exports, Routes: routes}).Error(); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -22,7 +22,7 @@ func TestMD5Password(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Apply(context.Background(), speaker.State{Sessions: []speaker.Session{sess}, Exports: map[string][]netip.Prefix{"transit-a": {dns}}, Routes: []speaker.Route{route}}); err != nil {
+	if err := s.Apply(context.Background(), speaker.State{Sessions: []speaker.Session{sess}, Exports: map[string][]netip.Prefix{"transit-a": {dns}}, Routes: []speaker.Route{route}}).Error(); err != nil {
 		t.Fatal(err)
 	}
 	waitEstablished(t, s, 1)

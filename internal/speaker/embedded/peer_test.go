@@ -19,7 +19,7 @@ func TestSessionSettingsReachGoBGP(t *testing.T) {
 	sess := speaker.Session{Claim: "edge", PeerAddress: netip.MustParseAddr("127.0.0.9"), PeerASN: 65009, LocalASN: 4200000001, Port: 1179,
 		LocalAddress: node, Password: "pw", HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second, ConnectRetry: 7 * time.Second,
 		EBGPMultihop: 4, GracefulRestart: 120 * time.Second}
-	if err := s.Apply(context.Background(), speaker.State{Sessions: []speaker.Session{sess}}); err != nil {
+	if err := s.Apply(context.Background(), speaker.State{Sessions: []speaker.Session{sess}}).Error(); err != nil {
 		t.Fatal(err)
 	}
 	var got *api.Peer
