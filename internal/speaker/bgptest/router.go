@@ -7,8 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
+	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
@@ -26,6 +30,25 @@ type Router struct {
 	Port    int
 	ASN     uint32
 	bgp     *server.BgpServer
+
+	mu          sync.Mutex
+	established map[netip.Addr]int // sessions that reached Established, by neighbor
+	downs       map[netip.Addr]int // Established sessions that went down, by neighbor
+	stopWatch   context.CancelFunc
+}
+
+// Options configure a router.
+type Options struct {
+	// Addresses it listens on (the first is Address); Port 0: a free port on the first.
+	Addresses []netip.Addr
+	Port      int
+	ASN       uint32
+	// Neighbors (address to ASN) connect to it (passive sessions), offering IPv4 and IPv6 unicast.
+	Neighbors map[netip.Addr]uint32
+	// Password is the TCP MD5 password of every session ("": none).
+	Password string
+	// Netns is the path of a network namespace the router's sockets live in ("": the caller's).
+	Netns string
 }
 
 // FreePort returns a TCP port free on the address.
@@ -54,8 +77,13 @@ func Start(t testing.TB, addr netip.Addr, asn uint32, neighbors map[netip.Addr]u
 
 // StartWithPassword is Start with a TCP MD5 password (RFC 2385) on every session.
 func StartWithPassword(t testing.TB, addr netip.Addr, asn uint32, neighbors map[netip.Addr]uint32, password string) *Router {
+	return StartWith(t, Options{Addresses: []netip.Addr{addr}, ASN: asn, Neighbors: neighbors, Password: password})
+}
+
+// StartWith starts a router with the options until the test ends.
+func StartWith(t testing.TB, o Options) *Router {
 	t.Helper()
-	r, err := New(addr, 0, asn, neighbors, password)
+	r, err := NewWith(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,32 +94,58 @@ func StartWithPassword(t testing.TB, addr netip.Addr, asn uint32, neighbors map[
 // New starts a router listening on addr and port (0: a free port), with passive sessions to the neighbors (address
 // to ASN), each offering IPv4 and IPv6 unicast. Close stops it.
 func New(addr netip.Addr, port int, asn uint32, neighbors map[netip.Addr]uint32, password string) (*Router, error) {
-	if port == 0 {
+	return NewWith(Options{Addresses: []netip.Addr{addr}, Port: port, ASN: asn, Neighbors: neighbors, Password: password})
+}
+
+// NewWith starts a router with the options. Close stops it.
+func NewWith(o Options) (*Router, error) {
+	addr := o.Addresses[0]
+	level := new(slog.LevelVar)
+	level.Set(slog.LevelError)
+	r := &Router{Address: addr, Port: o.Port, ASN: o.ASN, established: map[netip.Addr]int{}, downs: map[netip.Addr]int{},
+		bgp: server.NewBgpServer(server.LoggerOption(slog.New(slog.DiscardHandler), level))}
+	if err := serve(r.bgp, o.Netns); err != nil {
+		return nil, err
+	}
+	if r.Port == 0 {
 		var err error
-		if port, err = freePort(addr); err != nil {
+		if r.Port, err = freePortIn(o.Netns, addr); err != nil {
+			r.bgp.Stop()
 			return nil, err
 		}
 	}
-	level := new(slog.LevelVar)
-	level.Set(slog.LevelError)
-	r := &Router{Address: addr, Port: port, ASN: asn,
-		bgp: server.NewBgpServer(server.LoggerOption(slog.New(slog.DiscardHandler), level))}
-	go r.bgp.Serve()
 	ctx := context.Background()
-	routerID := addr.String()
-	if addr.Is6() {
-		routerID = "127.255.255.254" // a router ID is an IPv4-shaped identifier, whatever the session's family
+	routerID := "127.255.255.254" // a router ID is an IPv4-shaped identifier, whatever the session's family
+	listen := make([]string, 0, len(o.Addresses))
+	for _, a := range o.Addresses {
+		listen = append(listen, a.String())
+		if a.Is4() {
+			routerID = a.String()
+		}
 	}
 	if err := r.bgp.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
-		Asn: asn, RouterId: routerID, ListenPort: int32(r.Port), ListenAddresses: []string{addr.String()},
+		Asn: o.ASN, RouterId: routerID, ListenPort: int32(r.Port), ListenAddresses: listen,
 	}}); err != nil {
 		r.bgp.Stop()
-		return nil, fmt.Errorf("starting the router on %s: %w", netip.AddrPortFrom(addr, uint16(port)), err)
+		return nil, fmt.Errorf("starting the router on %s: %w", netip.AddrPortFrom(addr, uint16(r.Port)), err)
 	}
-	for n, peerASN := range neighbors {
+	wctx, cancel := context.WithCancel(context.Background())
+	r.stopWatch = cancel
+	if err := r.bgp.WatchEvent(wctx, server.WatchEventMessageCallbacks{OnPeerUpdate: r.peerEvent}, server.WatchPeer()); err != nil {
+		r.Close()
+		return nil, err
+	}
+	for n, peerASN := range o.Neighbors {
+		local := addr
+		for _, a := range o.Addresses {
+			if a.Is6() == n.Is6() {
+				local = a
+				break
+			}
+		}
 		if err := r.bgp.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
-			Conf:      &api.PeerConf{NeighborAddress: n.String(), PeerAsn: peerASN, AuthPassword: password},
-			Transport: &api.Transport{PassiveMode: true, LocalAddress: addr.String()},
+			Conf:      &api.PeerConf{NeighborAddress: n.String(), PeerAsn: peerASN, AuthPassword: o.Password},
+			Transport: &api.Transport{PassiveMode: true, LocalAddress: local.String()},
 			AfiSafis:  unicastFamilies(),
 		}}); err != nil {
 			r.Close()
@@ -101,8 +155,96 @@ func New(addr netip.Addr, port int, asn uint32, neighbors map[netip.Addr]uint32,
 	return r, nil
 }
 
+// serve runs the server's loop, in the network namespace when one is given: GoBGP opens its listeners from that
+// loop, so they live where the loop's thread does. The thread stays locked to the loop's goroutine and ends with it,
+// so no other goroutine ever runs in the namespace.
+func serve(s *server.BgpServer, netns string) error {
+	if netns == "" {
+		go s.Serve()
+		return nil
+	}
+	ready := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := enterNetns(netns); err != nil {
+			ready <- err
+			return // the locked thread ends here
+		}
+		ready <- nil
+		s.Serve()
+	}()
+	return <-ready
+}
+
+// freePortIn returns a TCP port free on the address inside the network namespace.
+func freePortIn(netns string, addr netip.Addr) (int, error) {
+	if netns == "" {
+		return freePort(addr)
+	}
+	type result struct {
+		port int
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		if err := enterNetns(netns); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		p, err := freePort(addr)
+		ch <- result{p, err}
+	}()
+	r := <-ch
+	return r.port, r.err
+}
+
+func enterNetns(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("entering network namespace %s: %w", path, err)
+	}
+	return nil
+}
+
+func (r *Router) peerEvent(e *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+	if e.Type != apiutil.PEER_EVENT_STATE {
+		return
+	}
+	n := e.Peer.State.NeighborAddress.Unmap()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e.Peer.State.SessionState == bgp.BGP_FSM_ESTABLISHED {
+		r.established[n]++
+	} else if r.established[n] > r.downs[n] {
+		r.downs[n]++
+	}
+}
+
+// Established counts how often the session with a neighbor reached Established; Downs how often an established
+// one went down. A session that drops is a bug even when the routes come back.
+func (r *Router) Established(neighbor netip.Addr) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.established[neighbor]
+}
+
+// Downs counts the established sessions with a neighbor that went down.
+func (r *Router) Downs(neighbor netip.Addr) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.downs[neighbor]
+}
+
 // Close ends every session and stops the router.
 func (r *Router) Close() {
+	if r.stopWatch != nil {
+		r.stopWatch()
+	}
 	_ = r.bgp.StopBgp(context.Background(), &api.StopBgpRequest{})
 	r.bgp.Stop()
 }
