@@ -30,7 +30,7 @@ func TestBIRDHostileInputOnALink(t *testing.T) {
 	lab := netlab.New(t, 1)
 	n4, n6 := lab.Nodes4[0], lab.Nodes6[0]
 	long := strings.Repeat("edge.", 50) + "end" // 253 characters, a valid object name
-	const md5 = `p{};#/* "x` // a quote: refused
+	const md5 = `p{};#/* "x`                    // a quote: refused
 	const md5OK = `p{}; #/*\x` + "\t"
 	addrs := []netip.Addr{lab.Router4, lab.AddRouterAddress(t, false), lab.AddRouterAddress(t, false), lab.AddRouterAddress(t, false), lab.AddRouterAddress(t, false)}
 	routers := map[string]*bgptest.Router{}
@@ -114,8 +114,12 @@ func TestBIRDHostileInputOnALink(t *testing.T) {
 	for _, g := range good {
 		r := routers[g.Claim]
 		from := g.LocalAddress
-		r.WaitFor(t, p4, g.Claim+": IPv4 prefix via "+n4.String(), func(p []bgptest.Path) bool { return len(p) == 1 && p[0].Neighbor == from.String() && p[0].NextHop == n4.String() })
-		r.WaitFor(t, p6, g.Claim+": IPv6 prefix via "+n6.String(), func(p []bgptest.Path) bool { return len(p) == 1 && p[0].Neighbor == from.String() && p[0].NextHop == n6.String() })
+		r.WaitFor(t, p4, g.Claim+": IPv4 prefix via "+n4.String(), func(p []bgptest.Path) bool {
+			return len(p) == 1 && p[0].Neighbor == from.String() && p[0].NextHop == n4.String()
+		})
+		r.WaitFor(t, p6, g.Claim+": IPv6 prefix via "+n6.String(), func(p []bgptest.Path) bool {
+			return len(p) == 1 && p[0].Neighbor == from.String() && p[0].NextHop == n6.String()
+		})
 	}
 	for _, claim := range []string{"quote", "newline"} {
 		if n := routers[claim].Established(n4); n != 0 {
