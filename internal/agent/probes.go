@@ -56,3 +56,19 @@ func (a *Agent) Ready() error {
 	}
 	return nil
 }
+
+// Stats counts what the agent wrote to the API server.
+type Stats struct {
+	// StatusCalls counts status writes attempted, StatusWritten those that succeeded.
+	StatusCalls, StatusWritten int
+	// EventWrites counts event creations and series updates attempted; EventsDropped the events not written
+	// (rate limit, full queue).
+	EventWrites, EventsDropped int
+}
+
+// Stats returns the agent's write counts.
+func (a *Agent) Stats() Stats {
+	calls, ok := a.status.counts()
+	ew, ed := a.events.stats()
+	return Stats{StatusCalls: calls, StatusWritten: ok, EventWrites: ew, EventsDropped: ed}
+}

@@ -10,6 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -185,4 +191,67 @@ func (e *Env) WriteKubeconfig(path string) error {
 		return err
 	}
 	return os.WriteFile(path, cfg, 0o600)
+}
+
+// Freeze stops the API server and etcd with SIGSTOP: they keep their sockets, so connections are accepted and
+// requests sent, but nothing is answered, as in a partition or an overloaded control plane (a killed process fails
+// fast instead and hides what a hung one does). The returned function resumes them (SIGCONT); it is also run when
+// the test ends, and may be called more than once.
+func (e *Env) Freeze(t testing.TB) (thaw func()) {
+	t.Helper()
+	pids, err := e.controlPlanePIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatalf("SIGSTOP %d: %v", pid, err)
+		}
+	}
+	var once sync.Once
+	thaw = func() {
+		once.Do(func() {
+			for _, pid := range pids {
+				_ = syscall.Kill(pid, syscall.SIGCONT)
+			}
+		})
+	}
+	t.Cleanup(thaw)
+	return thaw
+}
+
+// controlPlanePIDs finds this environment's etcd (by its data directory) and kube-apiserver (by the etcd it uses).
+func (e *Env) controlPlanePIDs() ([]int, error) {
+	etcd := e.ControlPlane.Etcd
+	if etcd == nil || etcd.URL == nil || etcd.DataDir == "" {
+		return nil, errors.New("the control plane has no etcd data directory or URL")
+	}
+	var pids []int
+	var haveEtcd, haveAPI bool
+	entries, _ := os.ReadDir("/proc")
+	for _, ent := range entries {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		switch filepath.Base(args[0]) {
+		case "etcd":
+			if slices.Contains(args, "--data-dir="+etcd.DataDir) {
+				pids, haveEtcd = append(pids, pid), true
+			}
+		case "kube-apiserver":
+			if slices.ContainsFunc(args, func(a string) bool { return a == "--etcd-servers="+etcd.URL.String() }) {
+				pids, haveAPI = append(pids, pid), true
+			}
+		}
+	}
+	if !haveEtcd || !haveAPI {
+		return nil, fmt.Errorf("found etcd %v and kube-apiserver %v of this environment (pids %v)", haveEtcd, haveAPI, pids)
+	}
+	return pids, nil
 }
