@@ -115,7 +115,9 @@ func testSessionStability(t *testing.T, backend string) {
 	// Attribute edits: every path carries the new community.
 	for i := range 10 {
 		community := anycastv1.Community(fmt.Sprintf("64512:%d", 200+i))
-		editPrefix(t, k8s, "web", func(s *anycastv1.AnycastPrefixSpec) { s.Attributes.Communities = []anycastv1.Community{"64512:100", community} })
+		editPrefix(t, k8s, "web", func(s *anycastv1.AnycastPrefixSpec) {
+			s.Attributes.Communities = []anycastv1.Community{"64512:100", community}
+		})
 		want, _ := speaker.ParseCommunity(string(community))
 		router.WaitFor(t, p4, "community "+string(community), func(p []bgptest.Path) bool {
 			return len(p) == 2 && slices.Contains(p[0].Communities, want) && slices.Contains(p[1].Communities, want)
@@ -172,4 +174,3 @@ func editPrefix(t *testing.T, k8s client.Client, name string, change func(*anyca
 		t.Fatal(err)
 	}
 }
-
