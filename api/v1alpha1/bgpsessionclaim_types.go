@@ -242,6 +242,12 @@ type SessionStatus struct {
 	// since when the session is in this state.
 	// +optional
 	Since *metav1.Time `json:"since,omitempty"`
+
+	// lastError says why the node's speaker does not run the session as configured (it refused it, or its password
+	// cannot be read or used).
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	LastError string `json:"lastError,omitempty"`
 }
 
 // NodeProvisioningStatus is one node's provisioning of the claim's sessions.

@@ -41,5 +41,6 @@ const (
 	ReasonAllSupported        = "AllSettingsCarriedOut"
 	ReasonProvisioning        = "Provisioning"
 	ReasonInUse               = "InUse"
+	ReasonSessionsRefused     = "SessionsRefused"
 	ReasonUnused              = "Unused"
 )

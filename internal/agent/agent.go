@@ -183,7 +183,7 @@ func newAgent(cfg Config, k *kube, sp speaker.Speaker, clk clock.WithTicker, log
 		sessionSince:   map[string]sessionSeen{},
 	}
 	a.alive.Store(clk.Now().UnixNano())
-	a.applier = newEffector("speaker", clk, cfg.SpeakerTimeout, 200*time.Millisecond, 30*time.Second, a.apply)
+	a.applier = newEffector("speaker", clk, cfg.SpeakerTimeout, 200*time.Millisecond, 5*time.Second, a.apply)
 	// The status writer retries soon: when the API server answers again, status catches up within seconds.
 	a.status = newEffector("status", clk, apiCallTimeout, 500*time.Millisecond, 5*time.Second, a.writeStatus)
 	a.persist = newEffector("state directory", clk, 10*time.Second, time.Second, time.Minute, func(_ context.Context, st *savedState) error {

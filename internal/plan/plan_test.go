@@ -2,11 +2,13 @@ package plan
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -466,5 +468,39 @@ func TestComputeGroupsPrefixesAnnouncedAlike(t *testing.T) {
 	want := []string{"a 198.51.100.0/24", "a 2001:db8:1::/48", "b 203.0.113.0/24"}
 	if !slices.Equal(first, want) || *spec.Groups[0].Attributes.MED != 10 || *spec.Groups[1].Attributes.MED != 20 {
 		t.Errorf("first group = %v (want %v), groups %+v", first, want, spec.Groups)
+	}
+}
+
+func TestClaimShowsRefusedSessions(t *testing.T) {
+	in := Input{
+		Nodes:    []corev1.Node{node("a", nil), node("b", nil)},
+		Claims:   []anycastv1.BGPSessionClaim{claim("all", nil, "2001:db8::1")},
+		Prefixes: []anycastv1.AnycastPrefix{prefix("dns", 0, []string{"all"}, "198.51.100.0/24")},
+	}
+	in.Announcements = announced(Compute(in))
+	for i := range in.Announcements {
+		// The agents report the peer in another spelling of the same address; one node's speaker refused it.
+		s := anycastv1.NodeSessionStatus{Claim: "all", PeerAddress: "2001:DB8:0::1", State: anycastv1.SessionEstablished}
+		if in.Announcements[i].Name == "b" {
+			s.State, s.LastError = anycastv1.SessionIdle, `the MD5 password holds a double quote ("), which BIRD cannot read inside a string; change the Secret`
+		}
+		in.Announcements[i].Status.Sessions = []anycastv1.NodeSessionStatus{s}
+	}
+	out := Compute(in)
+	r := out.Claims["all"]
+	if r.Established != 1 || r.Refused != 1 || r.Sessions[1].LastError == "" {
+		t.Fatalf("claim report = %+v", r)
+	}
+	c := in.Claims[0]
+	st := ClaimStatus(&c, r, metav1.Now())
+	d := meta.FindStatusCondition(st.Conditions, anycastv1.ConditionDegraded)
+	if d == nil || d.Status != metav1.ConditionTrue || d.Reason != anycastv1.ReasonSessionsRefused ||
+		!strings.Contains(d.Message, "b to 2001:db8::1: the MD5 password holds a double quote") {
+		t.Errorf("Degraded = %+v", d)
+	}
+	r.Refused, r.Sessions[1].LastError = 0, ""
+	st = ClaimStatus(&c, r, metav1.Now())
+	if d := meta.FindStatusCondition(st.Conditions, anycastv1.ConditionDegraded); d == nil || d.Status != metav1.ConditionFalse {
+		t.Errorf("Degraded without refused sessions = %+v", d)
 	}
 }

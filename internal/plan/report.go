@@ -105,6 +105,8 @@ type ClaimReport struct {
 	MissingSecrets []string
 	Established    int32
 	Total          int32
+	// Refused counts the sessions a node's speaker does not run as configured (they carry lastError).
+	Refused int32
 	// Sessions are the first MaxSessionsInStatus sessions, ordered by node and peer address.
 	Sessions []anycastv1.SessionStatus
 }
@@ -255,8 +257,8 @@ func (p *planner) reportSessions(name string, info *claimInfo) {
 		if st := info.claim.Spec.Static; st != nil {
 			for _, peer := range st.Peers {
 				s := anycastv1.SessionStatus{Node: node, PeerAddress: string(peer.Address), PeerASN: int64(peer.ASN), State: anycastv1.SessionUnknown}
-				if i := slices.IndexFunc(reported, func(x anycastv1.NodeSessionStatus) bool { return x.PeerAddress == s.PeerAddress }); i >= 0 {
-					s.LocalAddress, s.State, s.Since = reported[i].LocalAddress, reported[i].State, reported[i].Since
+				if i := slices.IndexFunc(reported, func(x anycastv1.NodeSessionStatus) bool { return samePeer(x.PeerAddress, s.PeerAddress) }); i >= 0 {
+					s.LocalAddress, s.State, s.Since, s.LastError = reported[i].LocalAddress, reported[i].State, reported[i].Since, reported[i].LastError
 				}
 				sessions = append(sessions, s)
 			}
@@ -268,8 +270,8 @@ func (p *planner) reportSessions(name string, info *claimInfo) {
 			if prov != nil {
 				for _, ps := range prov.Sessions {
 					s := anycastv1.SessionStatus{Node: node, PeerAddress: string(ps.PeerAddress), PeerASN: int64(ps.PeerASN), LocalAddress: string(ps.LocalAddress), State: anycastv1.SessionUnknown}
-					if i := slices.IndexFunc(reported, func(x anycastv1.NodeSessionStatus) bool { return x.PeerAddress == s.PeerAddress }); i >= 0 {
-						s.State, s.Since = reported[i].State, reported[i].Since
+					if i := slices.IndexFunc(reported, func(x anycastv1.NodeSessionStatus) bool { return samePeer(x.PeerAddress, s.PeerAddress) }); i >= 0 {
+						s.State, s.Since, s.LastError = reported[i].State, reported[i].Since, reported[i].LastError
 					}
 					sessions = append(sessions, s)
 				}
@@ -281,9 +283,22 @@ func (p *planner) reportSessions(name string, info *claimInfo) {
 			if s.State == anycastv1.SessionEstablished {
 				r.Established++
 			}
+			if s.LastError != "" {
+				r.Refused++
+			}
 			if len(r.Sessions) < MaxSessionsInStatus {
 				r.Sessions = append(r.Sessions, s)
 			}
 		}
 	}
+}
+
+// samePeer compares two peer addresses as addresses (2001:DB8::1 is 2001:db8::1, ::ffff:192.0.2.1 is 192.0.2.1).
+func samePeer(a, b string) bool {
+	x, errX := netip.ParseAddr(a)
+	y, errY := netip.ParseAddr(b)
+	if errX != nil || errY != nil {
+		return a == b
+	}
+	return x.Unmap() == y.Unmap()
 }

@@ -178,6 +178,11 @@ func ClaimStatus(c *anycastv1.BGPSessionClaim, r *ClaimReport, now metav1.Time) 
 	} else {
 		set(anycastv1.ConditionStalled, metav1.ConditionFalse, anycastv1.ReasonAsExpected, "")
 	}
+	if refused := refusedSessions(r); refused != "" {
+		set(anycastv1.ConditionDegraded, metav1.ConditionTrue, anycastv1.ReasonSessionsRefused, refused)
+	} else {
+		set(anycastv1.ConditionDegraded, metav1.ConditionFalse, anycastv1.ReasonAsExpected, "")
+	}
 	if pending != "" && stallReason == "" {
 		set(anycastv1.ConditionReconciling, metav1.ConditionTrue, anycastv1.ReasonProvisioning, pending)
 	} else {
@@ -195,6 +200,24 @@ func ClaimStatus(c *anycastv1.BGPSessionClaim, r *ClaimReport, now metav1.Time) 
 			fmt.Sprintf("Sessions planned on %d nodes; %d of %d established", r.BoundNodes, r.Established, r.Total))
 	}
 	return st
+}
+
+// refusedSessions says which sessions the nodes' speakers do not run as configured, and why ("" when none).
+func refusedSessions(r *ClaimReport) string {
+	if r.Refused == 0 {
+		return ""
+	}
+	var list []string
+	for _, s := range r.Sessions {
+		if s.LastError != "" {
+			list = append(list, fmt.Sprintf("%s to %s: %s", s.Node, s.PeerAddress, s.LastError))
+		}
+	}
+	msg := fmt.Sprintf("%d of %d sessions are not running as configured: %s", r.Refused, r.Total, strings.Join(firstN(list, 3), "; "))
+	if len(list) > 3 {
+		msg += fmt.Sprintf("; and %d more (see status.sessions)", len(list)-3)
+	}
+	return msg
 }
 
 // provisioningSummary says which nodes' provisioning failed (with their messages, which say what to do) and which
