@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -59,8 +60,13 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "A kubeconfig file; empty: the in-cluster configuration.")
 	fs.StringVar(&logLevel, "log-level", "info", "info, debug, or a verbosity number (0 = info).")
 	fs.StringVar(&logFormat, "log-format", "json", "json or text.")
+	prepare := fs.String("prepare-state-dir", "", "Create this state directory (mode 0700) owned by --state-dir-owner, then exit: the DaemonSet's init container runs it as root, so that the agent, which does not run as root, owns its hostPath directory.")
+	owner := fs.Int("state-dir-owner", 65532, "With --prepare-state-dir: the user (and group) ID that owns the directory.")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *prepare != "" {
+		return prepareStateDir(*prepare, *owner)
 	}
 	log, err := newLogger(logLevel, logFormat)
 	if err != nil {
@@ -122,6 +128,20 @@ func run(ctx context.Context, args []string) error {
 	<-ctx.Done()
 	stop()
 	return nil
+}
+
+// prepareStateDir makes dir the agent's: created if missing, owned by uid (and gid uid), mode 0700, and the state
+// file in it (if any) likewise.
+func prepareStateDir(dir string, uid int) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for _, p := range []string{dir, filepath.Join(dir, "state.json")} {
+		if err := os.Lchown(p, uid, uid); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return os.Chmod(dir, 0o700)
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -189,7 +189,7 @@ func newAgent(cfg Config, k *kube, sp speaker.Speaker, clk clock.WithTicker, log
 	a.persist = newEffector("state directory", clk, 10*time.Second, time.Second, time.Minute, func(_ context.Context, st *savedState) error {
 		return saveState(a.cfg.StateDir, st)
 	})
-	a.events = newEventRecorder(k, clk, cfg.NodeName)
+	a.events = newEventRecorder(k, clk, cfg.NodeName, cfg.Namespace)
 	switch saved, err := loadState(cfg.StateDir); {
 	case err != nil:
 		log.Error(err, "Ignoring the state directory")

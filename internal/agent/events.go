@@ -27,8 +27,6 @@ const (
 	eventQueue         = 256
 	maxEventKeys       = 64
 	maxNoteLength      = 1024
-	// eventNamespace holds the events of cluster-scoped objects, as kubectl and controller-runtime expect.
-	eventNamespace     = metav1.NamespaceDefault
 	reportingComponent = "anycast.dev/agent"
 )
 
@@ -42,10 +40,13 @@ type eventSeries struct {
 	createdOK bool
 }
 
+// The agent's events live in the operator's namespace, where its RBAC lets it write them (kubectl describe finds
+// the events of a cluster-scoped object in every namespace).
 type eventRecorder struct {
-	kube     *kube
-	clock    clock.WithTicker
-	instance string
+	kube      *kube
+	clock     clock.WithTicker
+	instance  string
+	namespace string
 
 	mu        sync.Mutex
 	regarding corev1.ObjectReference
@@ -58,8 +59,8 @@ type eventRecorder struct {
 	writes    int
 }
 
-func newEventRecorder(k *kube, clk clock.WithTicker, node string) *eventRecorder {
-	return &eventRecorder{kube: k, clock: clk, instance: "anycast-agent-" + node, wake: newLatest[struct{}](),
+func newEventRecorder(k *kube, clk clock.WithTicker, node, namespace string) *eventRecorder {
+	return &eventRecorder{kube: k, clock: clk, instance: "anycast-agent-" + node, namespace: namespace, wake: newLatest[struct{}](),
 		series: map[eventKey]*eventSeries{}, tokens: eventBurst, refilled: clk.Now()}
 }
 
@@ -142,7 +143,7 @@ func (r *eventRecorder) write(ctx context.Context, e eventsv1.Event) {
 		delete(r.series, oldest)
 	}
 	e.Name = fmt.Sprintf("%s.%x", e.Regarding.Name, now.UnixNano())
-	e.Namespace = eventNamespace
+	e.Namespace = r.namespace
 	s := &eventSeries{name: e.Name, count: 1, written: 1, last: now}
 	r.series[key] = s
 	r.writes++
@@ -176,7 +177,7 @@ func (r *eventRecorder) flushSeries(ctx context.Context) {
 	}
 	r.mu.Unlock()
 	for _, u := range updates {
-		if err := r.kube.patchEvent(ctx, eventNamespace, u.name, u.patch); err == nil {
+		if err := r.kube.patchEvent(ctx, r.namespace, u.name, u.patch); err == nil {
 			r.mu.Lock()
 			u.s.written = u.count
 			r.mu.Unlock()

@@ -21,6 +21,9 @@ func DaemonSet(namespace, image, backend string) (*appsv1.DaemonSet, error) {
 		return nil, fmt.Errorf("the embedded agent DaemonSet: %w", err)
 	}
 	ds.Namespace = namespace
+	for i := range ds.Spec.Template.Spec.InitContainers {
+		ds.Spec.Template.Spec.InitContainers[i].Image = image // the state directory's: the agent's own binary
+	}
 	c := &ds.Spec.Template.Spec.Containers[0]
 	c.Image = image
 	for i, a := range c.Args {
