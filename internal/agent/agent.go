@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
@@ -189,7 +190,7 @@ func newAgent(cfg Config, k *kube, sp speaker.Speaker, clk clock.WithTicker, log
 	a.persist = newEffector("state directory", clk, 10*time.Second, time.Second, time.Minute, func(_ context.Context, st *savedState) error {
 		return saveState(a.cfg.StateDir, st)
 	})
-	a.events = newEventRecorder(k, clk, cfg.NodeName, cfg.Namespace)
+	a.events = newEventRecorder(k, clk, cfg.NodeName, metav1.NamespaceDefault)
 	switch saved, err := loadState(cfg.StateDir); {
 	case err != nil:
 		log.Error(err, "Ignoring the state directory")

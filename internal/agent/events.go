@@ -40,8 +40,8 @@ type eventSeries struct {
 	createdOK bool
 }
 
-// The agent's events live in the operator's namespace, where its RBAC lets it write them (kubectl describe finds
-// the events of a cluster-scoped object in every namespace).
+// The agent's events live in namespace default: the API server requires that of the events of a cluster-scoped
+// object such as a NodeAnnouncement.
 type eventRecorder struct {
 	kube      *kube
 	clock     clock.WithTicker

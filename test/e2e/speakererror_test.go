@@ -100,7 +100,7 @@ func TestSpeakerErrorHoldsThePermit(t *testing.T) {
 	})
 	poll(t, "a SpeakerError event on edge-a's NodeAnnouncement", func() (bool, string) {
 		var list eventsv1.EventList
-		if err := k8s.List(context.Background(), &list, client.InNamespace(namespace)); err != nil {
+		if err := k8s.List(context.Background(), &list, client.InNamespace(metav1.NamespaceDefault)); err != nil {
 			return false, err.Error()
 		}
 		for _, e := range list.Items {

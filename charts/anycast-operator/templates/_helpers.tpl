@@ -13,8 +13,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{/*
 anycast.fromFile renders the objects of one of config/'s YAML files (copied into files/ by make manifests), so that
-the chart installs exactly what kubectl apply -k does: namespaced objects move to $ns, the operator's own
-ServiceAccounts in bindings to the release's namespace. Arguments: root, path, namespace.
+the chart installs exactly what kubectl apply -k does: namespaced objects move to $ns (but those of namespace
+default, where the API server keeps the events of cluster-scoped objects), the operator's own ServiceAccounts in
+bindings to the release's namespace. Arguments: root, path, namespace.
 */}}
 {{- define "anycast.fromFile" -}}
 {{- $root := index . 0 -}}{{- $path := index . 1 -}}{{- $ns := index . 2 -}}
@@ -22,7 +23,7 @@ ServiceAccounts in bindings to the release's namespace. Arguments: root, path, n
 {{- $obj := fromYaml $doc }}
 {{- if hasKey $obj "Error" }}{{ fail (printf "%s: %s" $path $obj.Error) }}{{ end }}
 {{- if $obj.kind }}
-{{- if $obj.metadata.namespace }}{{ $_ := set $obj.metadata "namespace" $ns }}{{ end }}
+{{- if and $obj.metadata.namespace (ne $obj.metadata.namespace "default") }}{{ $_ := set $obj.metadata "namespace" $ns }}{{ end }}
 {{- $_ := set $obj.metadata "labels" (merge (default dict $obj.metadata.labels) (include "anycast.labels" $root | fromYaml)) }}
 {{- range $obj.subjects }}{{ if has .name (list "anycast-manager" "anycast-agent") }}{{ $_ := set . "namespace" $root.Release.Namespace }}{{ end }}{{ end }}
 ---

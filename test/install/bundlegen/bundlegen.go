@@ -203,7 +203,9 @@ func clusterServiceVersion(v semver.Version, opt Options, crds []*apiextensionsv
 			if sa == "" {
 				return nil, fmt.Errorf("%s %s is bound to no ServiceAccount", o.GetKind(), o.GetName())
 			}
-			if o.GetKind() == "ClusterRole" {
+			// A CSV's permissions are granted in the install namespace only: a Role of another namespace (the agents'
+			// events, which for a cluster-scoped object live in default) can only be granted cluster-wide.
+			if o.GetKind() == "ClusterRole" || o.GetNamespace() != "anycast-system" {
 				cluster[sa] = append(cluster[sa], r.Rules...)
 			} else {
 				namespaced[sa] = append(namespaced[sa], r.Rules...)
