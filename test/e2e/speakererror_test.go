@@ -95,7 +95,7 @@ func TestSpeakerErrorHoldsThePermit(t *testing.T) {
 		p := prefixStatus(na, dns)
 		ready := meta.FindStatusCondition(na.Status.Conditions, anycastv1.ConditionReady)
 		return p != nil && p.State == anycastv1.PrefixWithdrawn && p.Reason == agent.ReasonAnnounceFailed && strings.Contains(p.Message, "birdc") &&
-			slices.Contains(na.Status.Permits, "dns") && ready != nil && ready.Status == metav1.ConditionFalse && ready.Reason == agent.ReasonSpeakerError,
+				slices.Contains(na.Status.Permits, "dns") && ready != nil && ready.Status == metav1.ConditionFalse && ready.Reason == agent.ReasonSpeakerError,
 			fmt.Sprintf("%+v", na.Status)
 	})
 	poll(t, "a SpeakerError event on edge-a's NodeAnnouncement", func() (bool, string) {
