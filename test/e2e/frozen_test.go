@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,7 +82,7 @@ func TestFrozenAPIServer(t *testing.T) {
 	log := testr.NewWithOptions(t, testr.Options{Verbosity: 0})
 	stateDir := t.TempDir()
 	cfg := agent.Config{NodeName: "edge-1", Namespace: namespace, LocalAddress: node, Version: "e2e", SessionPoll: 100 * time.Millisecond,
-		StateDir: stateDir, ResumeAfter: 500 * time.Millisecond}
+		StateDir: stateDir, ResumeAfter: 500 * time.Millisecond, StatusStaleAfter: 2 * time.Second}
 	start := func() (*agent.Agent, func()) {
 		a, stop, err := agent.Start(context.Background(), env.Config, cfg, embedded.New(node, log), clock.RealClock{}, log.WithValues("node", "edge-1"))
 		if err != nil {
@@ -90,7 +91,7 @@ func TestFrozenAPIServer(t *testing.T) {
 		t.Cleanup(stop)
 		return a, stop
 	}
-	ag, stop := start()
+	_, stop := start()
 	for name := range prefixes {
 		router.WaitFor(t, prefixes[name], name+" announced", func(p []bgptest.Path) bool { return announcedBy(p, node.String()) })
 		waitNodeState(t, k8s, "edge-1", prefixes[name].String(), anycastv1.PrefixAnnounced)
@@ -142,7 +143,7 @@ func TestFrozenAPIServer(t *testing.T) {
 	for _, n := range []string{"a", "b"} {
 		router.WaitFor(t, prefixes[n], n+" withdrawn as the agent stops", func(p []bgptest.Path) bool { return len(p) == 0 })
 	}
-	ag, _ = start()
+	ag, _ := start()
 	for _, n := range []string{"a", "b"} {
 		router.WaitFor(t, prefixes[n], n+" announced by the restarted agent, API server still frozen", func(p []bgptest.Path) bool { return announcedBy(p, node.String()) })
 	}
@@ -150,6 +151,13 @@ func TestFrozenAPIServer(t *testing.T) {
 	transition(true, "a")
 	transition(false, "b")
 
+	// Frozen for seconds: the agent is live (a liveness restart would drop the sessions) but not ready.
+	if err := ag.Live(); err != nil {
+		t.Errorf("the agent reads not live with the API server frozen: %v", err)
+	}
+	if err := ag.Ready(); err == nil || !strings.Contains(err.Error(), "API") {
+		t.Errorf("the agent reads ready with its status unwritten for seconds: %v", err)
+	}
 	// Thaw: the status the writer carries now is the latest, so one write brings the API up to date.
 	settled := ag.Stats().StatusCalls
 	poll(t, "a status call completes while frozen", func() (bool, string) {
@@ -160,11 +168,19 @@ func TestFrozenAPIServer(t *testing.T) {
 	phase = "API server back"
 	waitNodeState(t, k8s, "edge-1", prefixes["a"].String(), anycastv1.PrefixAnnounced)
 	waitNodeState(t, k8s, "edge-1", prefixes["b"].String(), anycastv1.PrefixWithdrawn)
+	// The write that put it right may be seen by the API server a moment before the agent hears back.
+	poll(t, "the agent hears back from its status write", func() (bool, string) {
+		return ag.Stats().StatusWritten > written, fmt.Sprint(ag.Stats())
+	})
 	if n := ag.Stats().StatusWritten - written; n != 1 {
 		t.Errorf("status took %d writes to catch up after the thaw, want 1", n)
 	}
 	transition(true, "b")
 	waitNodeState(t, k8s, "edge-1", prefixes["b"].String(), anycastv1.PrefixAnnounced)
+	poll(t, "the agent ready again", func() (bool, string) {
+		err := ag.Ready()
+		return err == nil, fmt.Sprint(err)
+	})
 }
 
 // waitChanges waits until each prefix's best path was withdrawn (true) or appeared (false) at the router after

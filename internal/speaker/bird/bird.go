@@ -165,15 +165,6 @@ func checkSession(x speaker.Session) error {
 	return nil
 }
 
-func equalFiles(a, b map[string][]byte) bool {
-	for _, f := range Files {
-		if !bytes.Equal(a[f], b[f]) {
-			return false
-		}
-	}
-	return true
-}
-
 // write replaces the include files that differ from current (nil: all of them) atomically: each is written beside
 // its final name and renamed over it.
 func (s *Speaker) write(files, current map[string][]byte) error {
