@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -23,8 +24,8 @@ import (
 type changes struct{ created, updated, deleted atomic.Int32 }
 
 // applyAnnouncements creates, updates and deletes NodeAnnouncements so they match the plan, writing only those that
-// differ.
-func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Input, out plan.Output, done *changes) error {
+// differ. A write that fails is recorded in failed and stops no other.
+func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Input, out plan.Output, done *changes, failed *failures) {
 	logger := log.FromContext(ctx)
 	nodes := make(map[string]*corev1.Node, len(in.Nodes))
 	for i := range in.Nodes {
@@ -35,8 +36,17 @@ func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Inpu
 		existing[in.Announcements[i].Name] = &in.Announcements[i]
 	}
 
-	g, ctx := errgroup.WithContext(ctx)
+	var g errgroup.Group // no shared context: one failure cancels no other write
 	g.SetLimit(r.Workers)
+	write := func(name string, do func() error) {
+		g.Go(func() error {
+			if err := do(); err != nil {
+				failed.node(name, err)
+				logger.Error(err, "Writing a NodeAnnouncement", "node", name)
+			}
+			return nil
+		})
+	}
 	for name, spec := range out.Announcements {
 		node, cur := nodes[name], existing[name]
 		switch {
@@ -44,14 +54,15 @@ func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Inpu
 			na := &anycastv1.NodeAnnouncement{Spec: spec}
 			na.Name = name
 			setOwnership(na, node)
-			g.Go(func() error {
+			write(name, func() error {
 				err := r.Client.Create(ctx, na, client.FieldOwner(FieldOwner))
 				if apierrors.IsAlreadyExists(err) {
 					return nil // the cache is behind; the next reconcile compares again
 				}
 				if err != nil {
-					return fmt.Errorf("creating NodeAnnouncement %s: %w", name, err)
+					return fmt.Errorf("creating: %w", err)
 				}
+				r.remember(na)
 				logger.V(1).Info("Created NodeAnnouncement", "node", name, "prefixes", spec.PrefixCount())
 				done.created.Add(1)
 				return nil
@@ -60,31 +71,58 @@ func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Inpu
 			na := cur.DeepCopy()
 			na.Spec = spec
 			setOwnership(na, node)
-			g.Go(func() error {
+			write(name, func() error {
+				// The update carries the resourceVersion read: a write based on a stale read conflicts.
 				if err := r.Client.Update(ctx, na, client.FieldOwner(FieldOwner)); err != nil {
-					return fmt.Errorf("updating NodeAnnouncement %s: %w", name, err)
+					return fmt.Errorf("updating: %w", err)
 				}
+				r.remember(na)
 				logger.V(1).Info("Updated NodeAnnouncement", "node", name, "prefixes", spec.PrefixCount())
 				done.updated.Add(1)
 				return nil
 			})
 		}
 	}
+	// The plan keeps a NodeAnnouncement for every Node that exists; these are those of Nodes gone or going.
 	for name, cur := range existing {
-		if _, planned := out.Announcements[name]; planned || cur.DeletionTimestamp != nil {
+		if _, planned := out.Announcements[name]; planned || cur.DeletionTimestamp != nil || cur.UID == "" {
 			continue
 		}
-		g.Go(func() error {
+		write(name, func() error {
 			err := r.Client.Delete(ctx, cur, client.Preconditions{UID: &cur.UID})
 			if err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("deleting NodeAnnouncement %s: %w", name, err)
+				return fmt.Errorf("deleting: %w", err)
 			}
 			logger.V(1).Info("Deleted NodeAnnouncement", "node", name)
 			done.deleted.Add(1)
 			return nil
 		})
 	}
-	return g.Wait()
+	_ = g.Wait()
+}
+
+// remember records a NodeAnnouncement the manager wrote, until its cache shows it (overlayWritten).
+func (r *PlannerReconciler) remember(na *anycastv1.NodeAnnouncement) {
+	r.writtenMu.Lock()
+	defer r.writtenMu.Unlock()
+	if r.written == nil {
+		r.written = map[string]*anycastv1.NodeAnnouncement{}
+	}
+	w := &anycastv1.NodeAnnouncement{ObjectMeta: metav1.ObjectMeta{Name: na.Name, UID: na.UID, Generation: na.Generation, ResourceVersion: na.ResourceVersion}}
+	w.Spec = *na.Spec.DeepCopy()
+	r.written[na.Name] = w
+}
+
+// overlayWritten is the cached NodeAnnouncements with the manager's own writes the cache does not show yet
+// (plan.Overlay): a permit just granted is never counted free because the cache lags.
+func (r *PlannerReconciler) overlayWritten(cached []anycastv1.NodeAnnouncement) []anycastv1.NodeAnnouncement {
+	r.writtenMu.Lock()
+	defer r.writtenMu.Unlock()
+	out, caughtUp := plan.Overlay(cached, r.written)
+	for _, name := range caughtUp {
+		delete(r.written, name)
+	}
+	return out
 }
 
 // setOwnership labels the NodeAnnouncement and makes its Node its owner, so that the garbage collector deletes it
@@ -111,25 +149,27 @@ func jsonEqual(a, b any) bool {
 
 // applyStatuses writes the status of every AnycastPrefix, BGPSessionClaim and HealthPolicy whose status changed, and
 // records an event when an important condition flips.
-func (r *PlannerReconciler) applyStatuses(ctx context.Context, in plan.Input, out plan.Output, ign ignored) error {
+func (r *PlannerReconciler) applyStatuses(ctx context.Context, in plan.Input, out plan.Output, ign ignored, failed *failures) error {
 	now := metav1.NewTime(r.Clock.Now())
 	backendName := r.BackendName
 	if backendName == "" {
 		backendName = "embedded"
 	}
-	g, ctx := errgroup.WithContext(ctx)
+	g := &errgroup.Group{} // no shared context: one refused status write stops no other
 	g.SetLimit(r.Workers)
 	patch := func(cur, next conditioned) { r.patchStatus(ctx, g, cur, next) }
 	eachStatus(in.Prefixes, out.Prefixes, func(cur *anycastv1.AnycastPrefix, rep *plan.PrefixReport) *anycastv1.AnycastPrefix {
 		next := cur.DeepCopy()
 		next.Status = plan.PrefixStatus(cur, rep, now)
 		settingsIgnored(&next.Status.Conditions, cur.Generation, now, backendName, ign.prefixes[cur.Name])
+		applyFailed(&next.Status.Conditions, cur.Generation, now, failed.forPrefix(cur.Name, out))
 		return next
 	}, patch)
 	eachStatus(in.Claims, out.Claims, func(cur *anycastv1.BGPSessionClaim, rep *plan.ClaimReport) *anycastv1.BGPSessionClaim {
 		next := cur.DeepCopy()
 		next.Status = plan.ClaimStatus(cur, rep, now)
 		settingsIgnored(&next.Status.Conditions, cur.Generation, now, backendName, ign.claims[cur.Name])
+		applyFailed(&next.Status.Conditions, cur.Generation, now, failed.forClaim(cur.Name, out))
 		return next
 	}, patch)
 	eachStatus(in.Policies, out.Policies, func(cur *anycastv1.HealthPolicy, rep *plan.PolicyReport) *anycastv1.HealthPolicy {
@@ -138,6 +178,19 @@ func (r *PlannerReconciler) applyStatuses(ctx context.Context, in plan.Input, ou
 		return next
 	}, patch)
 	return g.Wait()
+}
+
+// applyFailed makes Ready say that the object's plan could not be written in full, with the API server's message
+// (msg: "" when nothing failed, and then Ready stays as the plan says).
+func applyFailed(conds *[]metav1.Condition, gen int64, now metav1.Time, msg string) {
+	if msg == "" {
+		return
+	}
+	if len(msg) > 32000 {
+		msg = msg[:32000]
+	}
+	meta.SetStatusCondition(conds, metav1.Condition{Type: anycastv1.ConditionReady, Status: metav1.ConditionFalse, Reason: anycastv1.ReasonApplyFailed,
+		Message: msg, ObservedGeneration: gen, LastTransitionTime: now})
 }
 
 // conditioned is an object of this API with status conditions.

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -71,53 +72,79 @@ func (r *PlannerReconciler) ReadInput(ctx context.Context) (plan.Input, error) {
 	return in, r.readBackendSessions(ctx, &in)
 }
 
-// applyBackend writes the backend's objects for the plan and the agents' reports, then moves the finalizers: every
-// AnycastPrefix and BGPSessionClaim holds one while the backend may have objects for it, and loses it once they are
-// gone.
+// applyBackend writes the backend's objects for the plan and the agents' reports. An object the API server refuses
+// stops no other; the error says which (backend.ObjectErrors).
 func (r *PlannerReconciler) applyBackend(ctx context.Context, in plan.Input, out plan.Output) (ignored, error) {
 	tr := r.Backend.Translate(desired(in, out))
 	writes, err := backend.Sync(ctx, r.Client, FieldOwner, tr.Objects, r.Backend.Kinds())
-	if sb, ok := r.Backend.(SharingBackend); ok && err == nil {
-		var shared int
-		var conflicts map[string][]string
-		shared, conflicts, err = backend.MergeShared(ctx, r.Client, tr.Shared, sb.SharedKinds())
+	if sb, ok := r.Backend.(SharingBackend); ok {
+		shared, conflicts, serr := backend.MergeShared(ctx, r.Client, tr.Shared, sb.SharedKinds())
 		writes += shared
 		for source, what := range conflicts {
 			for _, w := range what {
 				tr.IgnorePrefix(source, w)
 			}
 		}
+		err = errors.Join(err, serr)
 	}
 	if writes > 0 {
 		log.FromContext(ctx).Info("Applied backend objects", "writes", writes, "objects", len(tr.Objects))
 	}
 	ign := ignored{claims: tr.IgnoredClaims, prefixes: tr.IgnoredPrefixes}
-	if err != nil {
-		return ign, fmt.Errorf("backend: %w", err)
-	}
-	var objs []client.Object
-	for i := range in.Prefixes {
-		objs = append(objs, &in.Prefixes[i])
-	}
-	for i := range in.Claims {
-		objs = append(objs, &in.Claims[i])
-	}
-	for _, o := range objs {
-		deleting := !o.GetDeletionTimestamp().IsZero()
-		has := slices.Contains(o.GetFinalizers(), backend.Finalizer)
-		if deleting == has { // deleting with the finalizer: the objects are gone now; alive without it: add it
-			patch := client.MergeFromWithOptions(o.DeepCopyObject().(client.Object), client.MergeFromWithOptimisticLock{})
-			if deleting {
-				controllerutil.RemoveFinalizer(o, backend.Finalizer)
-			} else {
-				controllerutil.AddFinalizer(o, backend.Finalizer)
+	return ign, err
+}
+
+// moveFinalizers keeps a finalizer on every AnycastPrefix and BGPSessionClaim while something still carries it, on
+// every backend: the plan (a NodeAnnouncement entry or session), and the stack's objects. Deleting either is the
+// user's explicit intent to withdraw it (the plan drops it at once, on every backend alike); the object goes once
+// nothing carries it any more. clean says the backend's objects were all written as planned this time.
+func (r *PlannerReconciler) moveFinalizers(ctx context.Context, in plan.Input, out plan.Output, clean bool) error {
+	carried := map[string]bool{} // "prefix/name", "claim/name"
+	for _, spec := range out.Announcements {
+		for _, s := range spec.Sessions {
+			carried["claim/"+string(s.Claim)] = true
+		}
+		for _, g := range spec.Groups {
+			for _, c := range g.Sessions {
+				carried["claim/"+string(c)] = true
 			}
-			if err := r.Client.Patch(ctx, o, patch); client.IgnoreNotFound(err) != nil {
-				return ign, fmt.Errorf("finalizer of %s: %w", o.GetName(), err)
+			for _, gp := range g.Prefixes {
+				carried["prefix/"+gp.Source] = true
 			}
 		}
 	}
-	return ign, nil
+	type item struct {
+		obj  client.Object
+		kind string
+	}
+	var items []item
+	for i := range in.Prefixes {
+		items = append(items, item{&in.Prefixes[i], "prefix"})
+	}
+	for i := range in.Claims {
+		items = append(items, item{&in.Claims[i], "claim"})
+	}
+	var errs []error
+	for _, it := range items {
+		o := it.obj
+		deleting := !o.GetDeletionTimestamp().IsZero()
+		has := slices.Contains(o.GetFinalizers(), backend.Finalizer)
+		var change func(client.Object, string) bool
+		switch {
+		case !deleting && !has:
+			change = controllerutil.AddFinalizer
+		case deleting && has && clean && !carried[it.kind+"/"+o.GetName()]:
+			change = controllerutil.RemoveFinalizer
+		default:
+			continue
+		}
+		patch := client.MergeFromWithOptions(o.DeepCopyObject().(client.Object), client.MergeFromWithOptimisticLock{})
+		change(o, backend.Finalizer)
+		if err := r.Client.Patch(ctx, o, patch); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("finalizer of %s: %w", o.GetName(), err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ignored names, per claim and per AnycastPrefix, the settings the backend does not carry out.

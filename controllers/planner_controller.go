@@ -4,7 +4,9 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -56,6 +58,10 @@ type PlannerReconciler struct {
 	BackendName string
 	// AgentIgnores lists the session settings the agents' speakers do not carry out (bird, embedded).
 	AgentIgnores func(anycastv1.BGPSessionSettings) []string
+
+	// written are the NodeAnnouncements this manager wrote that its cache may not show yet (overlayWritten).
+	writtenMu sync.Mutex
+	written   map[string]*anycastv1.NodeAnnouncement
 }
 
 // +kubebuilder:rbac:groups=anycast.dev,resources=anycastprefixes;healthpolicies;bgpsessionclaims,verbs=get;list;watch
@@ -65,36 +71,42 @@ type PlannerReconciler struct {
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch,namespace=anycast-system
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile plans the cluster and applies the plan.
-func (r *PlannerReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+// Reconcile plans the cluster and applies the plan. A write that fails affects only its own object: the others are
+// still written, and the statuses are written whatever failed (the deferred status write), each AnycastPrefix and
+// claim that a failure affects with Ready=False, reason ApplyFailed, and the API server's message.
+func (r *PlannerReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (_ reconcile.Result, retErr error) {
 	in, err := r.read(ctx)
 	if err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, err // the cache could not be read: nothing to plan on
 	}
+	failed := newFailures()
 	if r.Backend != nil {
 		if err := r.readBackendSessions(ctx, &in); err != nil {
-			return reconcile.Result{}, err
+			failed.backend(err)
 		}
 	}
 	out := plan.Compute(in)
+	ign := r.agentIgnored(in)
+	defer func() {
+		if err := r.applyStatuses(ctx, in, out, ign, failed); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+		retErr = errors.Join(retErr, failed.err())
+	}()
 	var done changes
-	err = r.applyAnnouncements(ctx, in, out, &done)
+	r.applyAnnouncements(ctx, in, out, &done, failed)
 	if c, u, d := done.created.Load(), done.updated.Load(), done.deleted.Load(); c+u+d > 0 {
 		log.FromContext(ctx).Info("Applied plan", "created", c, "updated", u, "deleted", d, "nodes", len(out.Announcements), "prefixes", len(out.Prefixes))
 	}
-	if err != nil {
-		return reconcile.Result{}, err
-	}
-	ign := r.agentIgnored(in)
+	clean := true
 	if r.Backend != nil {
+		var err error
 		if ign, err = r.applyBackend(ctx, in, out); err != nil {
-			return reconcile.Result{}, err
+			failed.backend(err)
+			clean = false
 		}
 	}
-	if err := r.applyStatuses(ctx, in, out, ign); err != nil {
-		return reconcile.Result{}, err
-	}
-	return reconcile.Result{}, nil
+	return reconcile.Result{}, r.moveFinalizers(ctx, in, out, clean)
 }
 
 // read lists the plan's input from the cache.
@@ -119,7 +131,8 @@ func (r *PlannerReconciler) read(ctx context.Context) (plan.Input, error) {
 			return in, fmt.Errorf("listing %T: %w", l.list, err)
 		}
 	}
-	in.Nodes, in.Claims, in.Prefixes, in.Policies, in.Announcements = nodes.Items, claims.Items, prefixes.Items, policies.Items, nas.Items
+	in.Nodes, in.Claims, in.Prefixes, in.Policies = nodes.Items, claims.Items, prefixes.Items, policies.Items
+	in.Announcements = r.overlayWritten(nas.Items)
 	in.SecretKeys = make(map[string][]string, len(secrets.Items))
 	for _, s := range secrets.Items {
 		keys := make([]string, 0, len(s.Data)+len(s.StringData))

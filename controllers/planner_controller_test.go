@@ -166,13 +166,15 @@ func TestNodeAnnouncementsFollowNodes(t *testing.T) {
 	}
 	relabel("follow-3", "lax")
 	relabel("follow-2", "fra")
-	waitForAnnouncements(t, "relabelled nodes follow", map[string][]string{"follow-1": both, "follow-3": both}, "follow-1", "follow-2", "follow-3")
+	// follow-2 leaves the claim: its NodeAnnouncement stays, emptied (its agent rides out a deleted one); the prefix
+	// goes at once, since maxWithdrawn is 100%.
+	waitForAnnouncements(t, "relabelled nodes follow", map[string][]string{"follow-1": both, "follow-2": {}, "follow-3": both}, "follow-1", "follow-2", "follow-3")
 
 	mustCreate(t, newNode("follow-4", suite, "region", "lax"))
 	if err := k8s.Delete(ctx, &corev1.Node{ObjectMeta: metaName("follow-1")}); err != nil {
 		t.Fatal(err)
 	}
-	waitForAnnouncements(t, "added and deleted nodes follow", map[string][]string{"follow-3": both, "follow-4": both}, "follow-1", "follow-2", "follow-3", "follow-4")
+	waitForAnnouncements(t, "added and deleted nodes follow", map[string][]string{"follow-2": {}, "follow-3": both, "follow-4": both}, "follow-1", "follow-2", "follow-3", "follow-4")
 
 	eventually(t, "eligibleNodes", func() (bool, string) {
 		_, ap := prefixCondition(t, "follow-dns", anycastv1.ConditionReady)

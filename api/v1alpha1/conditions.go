@@ -42,5 +42,8 @@ const (
 	ReasonProvisioning        = "Provisioning"
 	ReasonInUse               = "InUse"
 	ReasonSessionsRefused     = "SessionsRefused"
+	ReasonNodesLeaving        = "NodesLeaving"
+	// ReasonApplyFailed: the API server refused a write of the object's plan (a NodeAnnouncement, a stack object).
+	ReasonApplyFailed = "ApplyFailed"
 	ReasonUnused              = "Unused"
 )

@@ -113,6 +113,13 @@ type GroupPrefix struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	Source string `json:"source"`
+
+	// leaving: the node no longer qualifies for the prefix (a selector, an export policy or maxPrefixes changed).
+	// Its agent withdraws it when it holds the AnycastPrefix's permit (maxWithdrawn) and the manager removes the
+	// entry once the agent reports it withdrawn: a configuration change takes a prefix off no more nodes at once
+	// than the budget allows.
+	// +optional
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // PrefixCount counts the prefixes of every group.

@@ -302,15 +302,22 @@ type prefixRun struct {
 	source   string
 	group    int // index in spec.Groups
 	policy   string
+	leaving  bool // the manager asks the node to withdraw it for good (GroupPrefix.Leaving)
 	decision *dampening.Prefix
 	last     dampening.Decision
 	reported reportedPrefix
 }
 
 // setSpec takes a new NodeAnnouncement: probes start or stop with the policies, decisions appear and disappear
-// with the prefixes. A deleted NodeAnnouncement withdraws everything.
+// with the prefixes. A deleted NodeAnnouncement (nil) changes nothing: the agent rides it out on the last spec
+// until the manager writes it again, since deleting it is nobody's way of withdrawing a prefix (the manager never
+// deletes the NodeAnnouncement of a Node that exists).
 func (a *Agent) setSpec(ctx context.Context, na *anycastv1.NodeAnnouncement) {
 	if na == nil {
+		if a.spec != nil {
+			a.log.Info("The NodeAnnouncement was deleted: keeping its last spec until the manager writes it again")
+			return
+		}
 		na = &anycastv1.NodeAnnouncement{}
 	}
 	a.spec = na
@@ -349,13 +356,16 @@ func (a *Agent) setSpec(ctx context.Context, na *anycastv1.NodeAnnouncement) {
 			if spec, ok := wanted[string(g.HealthPolicy)]; ok {
 				settings = dampening.SettingsFor(&spec)
 			}
-			if run == nil || run.policy != string(g.HealthPolicy) {
-				run = &prefixRun{decision: dampening.NewPrefix(settings, now), reported: reportedFor(run)}
+			if run == nil {
+				run = &prefixRun{decision: dampening.NewPrefix(settings, now)}
 				a.prefixes[pfx] = run
 			} else {
+				// Another policy or edited settings: the prefix keeps its state, and the new verdict takes over
+				// through the same rules (a withdrawal still needs its permit), so a changed reference withdraws
+				// nothing by itself.
 				run.decision.SetSettings(settings)
 			}
-			run.source, run.group, run.policy = gp.Source, gi, string(g.HealthPolicy)
+			run.source, run.group, run.policy, run.leaving = gp.Source, gi, string(g.HealthPolicy), gp.Leaving
 		}
 	}
 	for pfx := range a.prefixes {
@@ -402,7 +412,7 @@ func (a *Agent) step() time.Time {
 		}
 		g := a.spec.Spec.Groups[run.group]
 		d := run.decision.Step(dampening.Observation{
-			Now: now, Health: h, Drain: a.spec.Spec.Drain, Paused: g.Paused,
+			Now: now, Health: h, Drain: a.spec.Spec.Drain, Paused: g.Paused, Leaving: run.leaving,
 			Permit: slices.Contains(a.spec.Spec.Permits, run.source),
 		})
 		if d.State != run.last.State || d.Reason != run.last.Reason || d.WantPermit != run.last.WantPermit {

@@ -43,14 +43,6 @@ type reportedPrefix struct {
 	message string
 }
 
-// reportedFor carries what a prefix's status said across a change of its decision (a new health policy).
-func reportedFor(old *prefixRun) reportedPrefix {
-	if old == nil {
-		return reportedPrefix{}
-	}
-	return old.reported
-}
-
 // report decides what the status says of one prefix, from its decision and the speaker's last report. Only the
 // speaker's report moves a prefix between routed (Announced, Deprefered) and not (Withdrawn, Pending): a permit is
 // not reported released while the route is still out, and a route is not reported back before the router has it.

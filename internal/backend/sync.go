@@ -43,7 +43,7 @@ func Sync(ctx context.Context, c client.Client, owner string, objs []client.Obje
 		want[objectKey(u)] = true
 		changed, err := apply(ctx, c, owner, u)
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, &ObjectError{Kind: u.GetKind(), Name: client.ObjectKeyFromObject(u).String(), Source: u.GetLabels()[SourceLabel], Err: err})
 		}
 		if changed {
 			writes++
@@ -61,13 +61,44 @@ func Sync(ctx context.Context, c client.Client, owner string, objs []client.Obje
 				continue
 			}
 			if err := c.Delete(ctx, item); err != nil && !apierrors.IsNotFound(err) {
-				errs = append(errs, fmt.Errorf("deleting %s %s: %w", gvk.Kind, client.ObjectKeyFromObject(item), err))
+				errs = append(errs, &ObjectError{Kind: gvk.Kind, Name: client.ObjectKeyFromObject(item).String(), Source: item.GetLabels()[SourceLabel],
+					Err: fmt.Errorf("deleting %s %s: %w", gvk.Kind, client.ObjectKeyFromObject(item), err)})
 				continue
 			}
 			writes++
 		}
 	}
 	return writes, errors.Join(errs...)
+}
+
+// ObjectError is the failure to write or delete one object, and the AnycastPrefix or BGPSessionClaim it was made
+// for (its SourceLabel value; "" for an object made for a node). One failed object never stops the others.
+type ObjectError struct {
+	Kind, Name string
+	Source     string
+	Err        error
+}
+
+func (e *ObjectError) Error() string { return e.Err.Error() }
+func (e *ObjectError) Unwrap() error { return e.Err }
+
+// ObjectErrors lists the object errors an error of Sync holds.
+func ObjectErrors(err error) []*ObjectError {
+	var out []*ObjectError
+	var walk func(error)
+	walk = func(err error) {
+		if oe, ok := err.(*ObjectError); ok {
+			out = append(out, oe)
+			return
+		}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+		}
+	}
+	walk(err)
+	return out
 }
 
 // apply writes u unless the live object already has what u says.

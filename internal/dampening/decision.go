@@ -20,6 +20,9 @@ const (
 	ReasonPermitRevoked   = "PermitRevoked"
 	ReasonPaused          = "Paused"
 	ReasonDrainedNotReady = "DrainedBeforeAnnounce"
+	// ReasonLeaving: the node no longer qualifies for the prefix (a selector, an export policy or maxPrefixes
+	// changed); it withdraws as soon as a permit allows, then the manager removes the prefix from its plan.
+	ReasonLeaving = "Leaving"
 )
 
 // Prefix is the decision state of one prefix on one node. The zero value is not usable: use NewPrefix.
@@ -68,6 +71,9 @@ func (p *Prefix) Step(o Observation) Decision {
 		return p.decision(ReasonPaused, false, o.Now)
 	}
 	want, reason := p.want(o.Now)
+	if o.Leaving {
+		want, reason = p.leave()
+	}
 	wantPermit := false
 	if needsPermit(p.state, want) && !o.Permit {
 		// Held back by maxWithdrawn: keep attracting traffic and ask for a permit.
@@ -93,6 +99,15 @@ func (p *Prefix) Step(o Observation) Decision {
 // needsPermit: leaving Announced for Withdrawn or Deprefered takes a permit.
 func needsPermit(from, to anycastv1.PrefixState) bool {
 	return from == anycastv1.PrefixAnnounced && (to == anycastv1.PrefixWithdrawn || to == anycastv1.PrefixDeprefered)
+}
+
+// leave is where a leaving prefix should be: withdrawn at once (with a permit), whatever the health; one never
+// announced stays so.
+func (p *Prefix) leave() (anycastv1.PrefixState, string) {
+	if p.state == anycastv1.PrefixPending {
+		return p.state, ReasonLeaving
+	}
+	return anycastv1.PrefixWithdrawn, ReasonLeaving
 }
 
 // want is where the prefix should be now, ignoring permits.

@@ -202,3 +202,47 @@ func TestWakeIsTheNextTimer(t *testing.T) {
 		t.Errorf("at the wake time: %s", d.State)
 	}
 }
+
+// leaveStep is one observation of a leaving prefix and the decision expected after it.
+type leaveStep struct {
+	at              int
+	health          Health
+	leaving, permit bool
+	want            anycastv1.PrefixState
+	reason          string
+	wantPermit      bool
+}
+
+func TestLeaving(t *testing.T) {
+	A, W, P := anycastv1.PrefixAnnounced, anycastv1.PrefixWithdrawn, anycastv1.PrefixPending
+	tests := []struct {
+		name  string
+		steps []leaveStep
+	}{
+		{"a healthy node leaving withdraws at once with a permit", []leaveStep{
+			{0, Healthy, false, true, A, ReasonHealthy, false},
+			{10, Healthy, true, true, W, ReasonLeaving, false},
+			{20, Healthy, true, true, W, ReasonLeaving, false}, // and stays out, healthy or not
+		}},
+		{"without a permit it keeps announcing and asks for one", []leaveStep{
+			{0, Healthy, false, false, A, ReasonHealthy, false},
+			{10, Healthy, true, false, A, ReasonAwaitingPermit, true},
+			{20, Healthy, true, true, W, ReasonLeaving, false},
+		}},
+		{"a prefix never announced stays pending", []leaveStep{
+			{0, HealthUnknown, true, false, P, ReasonLeaving, false},
+			{10, Healthy, true, false, P, ReasonLeaving, false},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := NewPrefix(defaults, at(0))
+			for i, s := range tc.steps {
+				d := p.Step(Observation{Now: at(s.at), Health: s.health, Leaving: s.leaving, Permit: s.permit})
+				if d.State != s.want || d.Reason != s.reason || d.WantPermit != s.wantPermit {
+					t.Fatalf("step %d: %s %s permit %v, want %s %s permit %v", i, d.State, d.Reason, d.WantPermit, s.want, s.reason, s.wantPermit)
+				}
+			}
+		})
+	}
+}

@@ -95,4 +95,6 @@ type Observation struct {
 	Permit bool
 	// Paused: the prefix is paused; its state is frozen.
 	Paused bool
+	// Leaving: the node no longer qualifies for the prefix; it withdraws it (with a permit) and keeps it withdrawn.
+	Leaving bool
 }

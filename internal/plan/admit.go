@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
@@ -68,7 +69,101 @@ func (p *planner) placePrefix(ap *anycastv1.AnycastPrefix) {
 		p.carryOver(ap, r)
 	default:
 		p.place(ap, r)
+		p.leave(ap, r)
 	}
+}
+
+// liveClaims are the claims of a list that are not being deleted. A claim that does not exist at all stays: it may
+// never have existed (a typo) or have gone without the operator's finalizer, and the last plan is kept for it
+// (fail-static); a claim being deleted (its finalizer holds it) is the user's intent to close its sessions.
+func (p *planner) liveClaims(claims []anycastv1.LocalObjectName) []anycastv1.LocalObjectName {
+	var out []anycastv1.LocalObjectName
+	for _, c := range claims {
+		if info, ok := p.claims[string(c)]; !ok || info.claim.DeletionTimestamp == nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// leave keeps, on each node that carried one of the prefix's CIDRs in its last plan but no longer qualifies for it
+// (a selector, an export policy or maxPrefixes changed), the entry as leaving until its agent has seen that and
+// reports it withdrawn: a configuration change takes a prefix off nodes through the permits, like a failure, and so
+// no more of them at once than maxWithdrawn allows. What the user explicitly removed goes at once: a CIDR taken out
+// of the AnycastPrefix, the sessions of a claim being deleted; and so does everything when maxWithdrawn is 100%,
+// where every node may withdraw on its own anyway.
+func (p *planner) leave(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
+	if unlimited(ap.Spec.Safety) {
+		return
+	}
+	for _, n := range p.nodes {
+		na := p.existing[n.Name]
+		if na == nil {
+			continue
+		}
+		b := p.specs[n.Name]
+		leaving := false
+		for gi := range na.Spec.Groups {
+			for _, gp := range na.Spec.Groups[gi].Prefixes {
+				if gp.Source != ap.Name {
+					continue
+				}
+				if pfx, ok := parsePrefix(gp.Prefix); !ok || !slices.Contains(r.cidrs, pfx) || (b != nil && b.has(gp.Prefix)) {
+					continue // taken out of the AnycastPrefix (intended), or still planned here
+				}
+				g := na.Spec.Groups[gi].DeepCopy()
+				if g.Sessions = p.liveClaims(g.Sessions); len(g.Sessions) == 0 || withdrawnAfterSeeing(na, gp) {
+					continue
+				}
+				sessions := map[string]anycastv1.NodeSessions{}
+				for _, c := range g.Sessions {
+					if info, ok := p.claims[string(c)]; ok {
+						sessions[string(c)] = nodeSessionsOf(info.claim)
+					} else if s, ok := sessionsOf(na.Spec.Sessions, c); ok {
+						sessions[string(c)] = s // the claim is gone (without a finalizer): its last sessions
+					}
+				}
+				g.Sessions = slices.DeleteFunc(g.Sessions, func(c anycastv1.LocalObjectName) bool { _, ok := sessions[string(c)]; return !ok })
+				if len(g.Sessions) == 0 {
+					continue
+				}
+				g.Paused = false
+				gp.Leaving = true
+				b = p.build(n)
+				b.add(g, groupKey(g, attributesKey(g.Attributes)), gp)
+				for c, s := range sessions {
+					if _, ok := b.sessions[c]; !ok {
+						b.sessions[c] = s
+					}
+				}
+				if g.HealthPolicy != "" {
+					if old, ok := policyOf(na.Spec.HealthPolicies, g.HealthPolicy); ok {
+						if _, have := b.policies[string(old.Name)]; !have {
+							b.policies[string(old.Name)] = old
+						}
+					}
+				}
+				leaving = true
+			}
+		}
+		if leaving {
+			r.Leaving = append(r.Leaving, n.Name)
+		}
+	}
+}
+
+// withdrawnAfterSeeing: the node's agent has seen the entry leaving and reports it out (withdrawn, or never
+// announced), so the entry can go without withdrawing anything.
+func withdrawnAfterSeeing(na *anycastv1.NodeAnnouncement, gp anycastv1.GroupPrefix) bool {
+	if !gp.Leaving || na.Status.ObservedGeneration < na.Generation {
+		return false
+	}
+	for _, s := range na.Status.Prefixes {
+		if s.Prefix == gp.Prefix {
+			return s.State == anycastv1.PrefixWithdrawn || s.State == anycastv1.PrefixPending
+		}
+	}
+	return true // not reported at all: the agent does not announce it
 }
 
 // carryOver keeps a prefix exactly where and how it was last planned (fail-static): on each node that still exists,
@@ -83,6 +178,10 @@ func (p *planner) carryOver(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 		for gi := range na.Spec.Groups {
 			g := na.Spec.Groups[gi].DeepCopy()
 			g.Paused = r.Paused
+			// A claim being deleted takes its sessions away: the user's intent, even for a frozen prefix.
+			if g.Sessions = p.liveClaims(g.Sessions); len(g.Sessions) == 0 {
+				continue
+			}
 			key := groupKey(g, attributesKey(g.Attributes))
 			for _, gp := range g.Prefixes {
 				if gp.Source != ap.Name {

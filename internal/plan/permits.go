@@ -2,6 +2,7 @@ package plan
 
 import (
 	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -18,7 +19,7 @@ import (
 func (p *planner) grantPermits() {
 	for _, ap := range p.prefixes {
 		r := p.out.Prefixes[ap.Name]
-		if r.Conflict != nil || len(r.placed) == 0 {
+		if r.Conflict != nil || len(r.placed)+len(r.Leaving) == 0 {
 			continue
 		}
 		r.Budget = budget(ap.Spec.Safety, len(r.placed))
@@ -31,7 +32,7 @@ func (p *planner) grantPermits() {
 			}
 			continue
 		}
-		if r.Budget >= len(r.placed) {
+		if unlimited(ap.Spec.Safety) || (r.Budget >= len(r.placed) && len(r.Leaving) == 0) {
 			// Every node may fail over on its own (the default, 100%): no request, no delay.
 			for _, node := range r.placed {
 				p.specs[node].permits = append(p.specs[node].permits, ap.Name)
@@ -42,23 +43,44 @@ func (p *planner) grantPermits() {
 	}
 }
 
-// ration hands out a budget smaller than the number of nodes: keep permits that are in use, take back unused ones
-// from agents that have caught up, and grant to requesting nodes while fewer than the budget are held.
+// ration hands out a budget smaller than the number of nodes among the nodes that carry the prefix, leaving ones
+// included: keep the permits in use (but never more than the budget: a lowered budget takes the excess back), take
+// back unused ones from agents that have caught up, and grant to requesting nodes while fewer than the budget are
+// held. A permit taken back still counts until its agent reports it let it go.
 func (p *planner) ration(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 	held := 0
-	var requesting []string
-	for _, node := range r.placed {
+	var keep, requesting []string
+	nodes := append(slices.Clone(r.placed), r.Leaving...)
+	views := make(map[string]permitView, len(nodes))
+	for _, node := range nodes {
 		v := p.permitView(node, ap)
+		views[node] = v
 		switch {
 		case v.granted && (v.using || v.requesting || !v.caughtUp):
-			// In use, wanted, or the agent may not have seen the grant yet: keep it.
-			p.specs[node].permits = append(p.specs[node].permits, ap.Name)
-			held++
+			// In use, wanted, or the agent may not have seen the grant yet: keep it if the budget allows.
+			keep = append(keep, node)
 		case v.granted || v.reported:
 			// Unused and seen: revoke. It still counts until the agent reports it let it go.
 			held++
 		case v.requesting:
 			requesting = append(requesting, node)
+		}
+	}
+	// Those in use first, then those wanted, then those not seen yet; by name within each.
+	rank := func(v permitView) int {
+		switch {
+		case v.using:
+			return 0
+		case v.requesting:
+			return 1
+		}
+		return 2
+	}
+	slices.SortStableFunc(keep, func(a, b string) int { return rank(views[a]) - rank(views[b]) })
+	for i, node := range keep {
+		held++ // kept or revoked, it counts until its agent lets it go
+		if i < r.Budget {
+			p.specs[node].permits = append(p.specs[node].permits, ap.Name)
 		}
 	}
 	slices.Sort(requesting)
@@ -100,6 +122,15 @@ func (p *planner) permitView(node string, ap *anycastv1.AnycastPrefix) permitVie
 	return v
 }
 
+// unlimited: maxWithdrawn lets every node withdraw on its own (100%, the default).
+func unlimited(safety *anycastv1.PrefixSafety) bool {
+	if safety == nil || safety.MaxWithdrawn == nil {
+		return true
+	}
+	m := safety.MaxWithdrawn
+	return m.Type == intstr.String && m.StrVal == "100%"
+}
+
 // budget is floor(maxWithdrawn × nodes); maxWithdrawn defaults to 100%.
 func budget(safety *anycastv1.PrefixSafety, nodes int) int {
 	if safety == nil || safety.MaxWithdrawn == nil {
@@ -110,4 +141,39 @@ func budget(safety *anycastv1.PrefixSafety, nodes int) int {
 		return 0 // unreadable (the API server refuses it): the safe side is to withdraw nothing
 	}
 	return min(n, nodes)
+}
+
+// Overlay returns the NodeAnnouncements the planner should read: those of its cache, with the specs the manager
+// wrote itself that the cache does not show yet (a later generation of the same object), and those it created that
+// the cache has not seen. A cache lags the manager's own writes; planning on it alone would count a permit just
+// granted as free and grant it again. written holds the manager's successful writes by name; the second result names
+// those the cache has caught up with, which the caller may forget.
+func Overlay(cached []anycastv1.NodeAnnouncement, written map[string]*anycastv1.NodeAnnouncement) ([]anycastv1.NodeAnnouncement, []string) {
+	if len(written) == 0 {
+		return cached, nil
+	}
+	out := make([]anycastv1.NodeAnnouncement, 0, len(cached)+len(written))
+	var caughtUp []string
+	seen := make(map[string]bool, len(cached))
+	for _, na := range cached {
+		seen[na.Name] = true
+		w := written[na.Name]
+		switch {
+		case w == nil:
+		case w.UID != "" && w.UID != na.UID, na.Generation >= w.Generation:
+			caughtUp = append(caughtUp, na.Name) // the cache has it (or the object was replaced)
+		default:
+			na.Spec, na.Generation, na.ResourceVersion = w.Spec, w.Generation, w.ResourceVersion
+		}
+		out = append(out, na)
+	}
+	for name, w := range written {
+		if !seen[name] {
+			na := *w
+			na.Status = anycastv1.NodeAnnouncementStatus{}
+			out = append(out, na)
+		}
+	}
+	slices.SortFunc(out, func(a, b anycastv1.NodeAnnouncement) int { return strings.Compare(a.Name, b.Name) })
+	return out, caughtUp
 }

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
@@ -237,4 +239,167 @@ func TestPermitBudgetHoldsUnderAnyInterleaving(t *testing.T) {
 			t.Fatalf("seed %d: with every node failing %d of %d withdrawn, want exactly %d (maxWithdrawn %d%%)", seed, n, nodes, limit, pct)
 		}
 	}
+}
+
+// interleaving is one run of the permit protocol between a planner and simulated agents, through an API server that
+// the planner reads from a lagging cache and whose writes fail now and then.
+type interleaving struct {
+	seed       uint64
+	lag        bool // the planner reads a cache that shows each object only as it was at some earlier sync
+	failWrites bool // a fifth of the planner's writes fail (or conflict)
+	overlay    bool // the planner overlays its own successful writes on its cache (plan.Overlay)
+}
+
+// run returns an error at the first step where more nodes are withdrawn, or more permits granted, than the budget.
+func (c interleaving) run() error {
+	r := rand.New(rand.NewPCG(c.seed, 11))
+	nodes := 4 + r.IntN(9)
+	pct := r.IntN(101)
+	maxW := &intstr.IntOrString{Type: intstr.String, StrVal: fmt.Sprintf("%d%%", pct)}
+	in := permitCluster(nodes, maxW)
+	limit := func() int { return nodes * pct / 100 }
+	first := Compute(in)
+	server := announced(first) // what the API server holds
+	for i := range server {
+		server[i].UID = types.UID(server[i].Name)
+		server[i].ResourceVersion = "1"
+	}
+	cache := make([]anycastv1.NodeAnnouncement, len(server))
+	for i := range server {
+		cache[i] = *server[i].DeepCopy()
+	}
+	written := map[string]*anycastv1.NodeAnnouncement{}
+	agents := make([]*simAgent, nodes)
+	history := make([][]anycastv1.NodeAnnouncementSpec, nodes)
+	for i := range agents {
+		agents[i] = &simAgent{name: server[i].Name}
+		history[i] = []anycastv1.NodeAnnouncementSpec{server[i].Spec}
+	}
+	bump := func(na *anycastv1.NodeAnnouncement) {
+		rv, _ := strconv.Atoi(na.ResourceVersion)
+		na.ResourceVersion = strconv.Itoa(rv + 1)
+	}
+	sync := func(i int) { cache[i] = *server[i].DeepCopy() }
+	// allowance is how many may be withdrawn: the budget, or after it was lowered the old one until every agent
+	// acts on permits granted under the new one (a lowered budget revokes the excess; the agents take a moment).
+	allowance := limit()
+	lowered := false // the budget was lowered and no plan has written all of its revocations yet
+	plan := func() {
+		in.Announcements = cache
+		if c.overlay {
+			var caught []string
+			in.Announcements, caught = Overlay(cache, written)
+			for _, n := range caught {
+				delete(written, n)
+			}
+		}
+		out := Compute(in)
+		clean := true
+		for _, view := range in.Announcements {
+			i := slices.IndexFunc(server, func(na anycastv1.NodeAnnouncement) bool { return na.Name == view.Name })
+			want := out.Announcements[view.Name]
+			if jsonEqualSpec(view.Spec, want) {
+				continue
+			}
+			// An update carries the resourceVersion the planner read: a stale one conflicts.
+			if view.ResourceVersion != server[i].ResourceVersion || (c.failWrites && r.IntN(5) == 0) {
+				clean = false
+				continue
+			}
+			na := &server[i]
+			na.Spec = want
+			na.Generation++
+			bump(na)
+			history[i] = append(history[i], *na.Spec.DeepCopy())
+			written[na.Name] = na.DeepCopy()
+		}
+		if clean {
+			lowered = false
+		}
+	}
+	check := func(step int) error {
+		withdrawn, granted, stale := 0, 0, false
+		for i, a := range agents {
+			if a.withdrawn {
+				withdrawn++
+			}
+			if slices.Contains(server[i].Spec.Permits, "dns") {
+				granted++
+			}
+			if a.seenGen != server[i].Generation {
+				stale = true
+			}
+		}
+		if !stale && granted <= limit() {
+			allowance = limit()
+		}
+		if withdrawn > allowance || (!lowered && granted > limit()) {
+			return fmt.Errorf("seed %d, step %d: %d withdrawn and %d permits granted of %d nodes; maxWithdrawn %d%% allows %d (%d while agents catch up)",
+				c.seed, step, withdrawn, granted, nodes, pct, limit(), allowance)
+		}
+		return nil
+	}
+	for step := range 600 {
+		i := r.IntN(nodes)
+		a, na := agents[i], &server[i]
+		switch r.IntN(7) {
+		case 0, 1:
+			plan()
+		case 2: // the agent sees a version of its spec no older than the last one it saw, and acts on it at once
+			g := a.seenGen + r.Int64N(na.Generation-a.seenGen+1)
+			a.seenGen, a.seenSpec = g, history[i][g]
+			a.act()
+		case 3: // its status reaches the API server
+			na.Status = a.status()
+			bump(na)
+		case 4: // health flips
+			a.unhealthy = !a.unhealthy
+			a.act()
+		case 5: // the planner's cache catches up with one object (or, without lag, every step does)
+			sync(i)
+		case 6: // the budget is lowered, now and then, or raised again
+			if r.IntN(40) == 0 {
+				pct = r.IntN(pct + 1)
+				lowered = true
+			} else if r.IntN(40) == 0 {
+				pct = min(100, pct+r.IntN(50))
+				allowance = max(allowance, limit())
+			}
+			maxW.StrVal = fmt.Sprintf("%d%%", pct)
+		}
+		if !c.lag {
+			for j := range server {
+				sync(j)
+			}
+		}
+		if err := check(step); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestPermitBudgetHoldsWithALaggingPlannerCache drives the protocol with a planner that reads a cache lagging its own
+// writes and the agents' status, whose writes fail a fifth of the time, and whose budget is lowered and raised as it
+// goes: no more nodes are ever withdrawn, and no more permits granted, than the budget of the moment allows.
+func TestPermitBudgetHoldsWithALaggingPlannerCache(t *testing.T) {
+	for seed := range uint64(300) {
+		if err := (interleaving{seed: seed, lag: true, failWrites: true, overlay: true}).run(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestPermitProtocolMutationsFail: the same harness catches a planner that plans on its lagging cache alone.
+func TestPermitProtocolMutationsFail(t *testing.T) {
+	caught := 0
+	for seed := range uint64(300) {
+		if err := (interleaving{seed: seed, lag: true, failWrites: true}).run(); err != nil {
+			caught++
+		}
+	}
+	if caught == 0 {
+		t.Fatal("a planner without Overlay passed every seed under a lagging cache: the harness cannot see the bug it guards against")
+	}
+	t.Logf("a planner without Overlay broke the budget in %d of 300 seeds", caught)
 }

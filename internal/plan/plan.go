@@ -33,8 +33,9 @@ type Input struct {
 
 // Output is the plan.
 type Output struct {
-	// Announcements holds the desired spec of every NodeAnnouncement, by node name. A node that is not here gets
-	// no NodeAnnouncement.
+	// Announcements holds the desired spec of every NodeAnnouncement, by node name: every node with something
+	// planned, and every node that has a NodeAnnouncement (an empty spec when nothing is planned there). A node that
+	// is not here (a Node deleted or being deleted) gets no NodeAnnouncement.
 	Announcements map[string]anycastv1.NodeAnnouncementSpec
 	Prefixes      map[string]*PrefixReport
 	Claims        map[string]*ClaimReport
@@ -87,7 +88,11 @@ type nodeBuild struct {
 	count    int            // prefixes in all groups
 	perClaim map[string]int // prefixes planned on each claim, for maxPrefixes
 	permits  []string       // AnycastPrefixes this node may withdraw or deprefer
+	planned  map[anycastv1.CIDR]bool
 }
+
+// has reports whether the node's plan has the CIDR already.
+func (b *nodeBuild) has(c anycastv1.CIDR) bool { return b.planned[c] }
 
 // add plans one prefix in the group that announces it like g (g's own prefixes are ignored); key is g's groupKey.
 func (b *nodeBuild) add(g *anycastv1.PrefixGroup, key string, gp anycastv1.GroupPrefix) {
@@ -98,6 +103,10 @@ func (b *nodeBuild) add(g *anycastv1.PrefixGroup, key string, gp anycastv1.Group
 		b.groups = append(b.groups, anycastv1.PrefixGroup{Sessions: g.Sessions, Attributes: g.Attributes, HealthPolicy: g.HealthPolicy, Paused: g.Paused})
 	}
 	b.groups[i].Prefixes = append(b.groups[i].Prefixes, gp)
+	if b.planned == nil {
+		b.planned = map[anycastv1.CIDR]bool{}
+	}
+	b.planned[gp.Prefix] = true
 	b.count++
 	for _, c := range g.Sessions {
 		b.perClaim[string(c)]++
@@ -227,9 +236,14 @@ func (p *planner) build(n *corev1.Node) *nodeBuild {
 }
 
 // addSessions gives every node the sessions of every claim that selects it, whether or not a prefix uses them yet,
-// so that sessions come up before the first prefix is announced over them.
+// so that sessions come up before the first prefix is announced over them. A node that has a NodeAnnouncement keeps
+// one, empty if nothing is planned there: its agent rides out a deleted one on its last spec, so deleting is never
+// how the manager takes prefixes off a node.
 func (p *planner) addSessions() {
 	for _, n := range p.nodes {
+		if p.existing[n.Name] != nil {
+			p.build(n)
+		}
 		for name, info := range p.claims {
 			if info.selected[n.Name] {
 				p.build(n).sessions[name] = nodeSessionsOf(info.claim)

@@ -41,6 +41,9 @@ type PrefixReport struct {
 	ExportDenied        []Denial
 	MaxPrefixesExceeded []Denial
 
+	// Leaving are the nodes that carried the prefix in the last plan and no longer qualify for it: they keep it,
+	// marked leaving, until a permit lets them withdraw it; sorted.
+	Leaving []string
 	// Budget is how many nodes may withdraw or deprefer the prefix at once (maxWithdrawn × nodes).
 	Budget int
 	// HeldBack are the nodes that ask to withdraw but are kept announcing because the budget is used up, sorted.
@@ -168,6 +171,9 @@ func (p *planner) reportNodes() {
 		}
 		for _, g := range p.out.Announcements[node].Groups {
 			for _, gp := range g.Prefixes {
+				if gp.Leaving {
+					continue // reported as leaving, not as eligible
+				}
 				state, ok := reported[gp.Prefix]
 				if !ok {
 					state = anycastv1.PrefixPending

@@ -90,6 +90,13 @@ func prefixDegradation(r *PrefixReport) (reason, msg string) {
 		parts = append(parts, fmt.Sprintf("%d nodes want to withdraw but are kept announcing: maxWithdrawn allows %d of %d at once (%s)",
 			len(r.HeldBack), r.Budget, len(r.placed), names(r.HeldBack, "")))
 	}
+	if len(r.Leaving) > 0 {
+		if reason == "" {
+			reason = anycastv1.ReasonNodesLeaving
+		}
+		parts = append(parts, fmt.Sprintf("%d nodes no longer qualify (a selector, an export policy or maxPrefixes changed) and keep announcing until maxWithdrawn lets them withdraw (%s)",
+			len(r.Leaving), names(r.Leaving, "")))
+	}
 	if len(r.Withdrawn) > 0 {
 		if reason == "" {
 			reason = anycastv1.ReasonNodesWithdrawn
