@@ -45,5 +45,5 @@ const (
 	ReasonNodesLeaving        = "NodesLeaving"
 	// ReasonApplyFailed: the API server refused a write of the object's plan (a NodeAnnouncement, a stack object).
 	ReasonApplyFailed = "ApplyFailed"
-	ReasonUnused              = "Unused"
+	ReasonUnused      = "Unused"
 )
