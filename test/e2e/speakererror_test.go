@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -41,25 +39,8 @@ func TestSpeakerErrorHoldsThePermit(t *testing.T) {
 	router := bgptest.StartWith(t, bgptest.Options{Addresses: []netip.Addr{lab.Router4}, ASN: 65001, Netns: lab.NetnsPath,
 		Neighbors: map[netip.Addr]uint32{nodes["edge-a"]: 64512, nodes["edge-b"]: 64512}})
 	// Each node's service on the node's own address, one port for both: one policy probes http://$(NODE_IP):port.
-	healthy := map[string]*atomic.Bool{}
-	port := 0
-	for _, name := range []string{"edge-a", "edge-b"} {
-		l, err := net.Listen("tcp", netip.AddrPortFrom(nodes[name], uint16(port)).String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		port = l.Addr().(*net.TCPAddr).Port
-		ok := &atomic.Bool{}
-		ok.Store(true)
-		healthy[name] = ok
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			if !ok.Load() {
-				w.WriteHeader(http.StatusServiceUnavailable)
-			}
-		})}
-		go func() { _ = srv.Serve(l) }()
-		t.Cleanup(func() { _ = srv.Close() })
-	}
+	port, svcs := startNodeServices(t, nodes["edge-a"], nodes["edge-b"])
+	healthy := map[string]*atomic.Bool{"edge-a": &svcs[0].healthy, "edge-b": &svcs[1].healthy}
 	dns := netip.MustParsePrefix("198.51.100.0/24")
 	ap := dnsPrefix("web")
 	ap.Spec.Safety = &anycastv1.PrefixSafety{MaxWithdrawn: ptrIntOrString(intstr.FromInt32(1))}
