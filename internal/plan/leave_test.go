@@ -92,7 +92,7 @@ func TestLeavingNodesWithdrawThroughThePermits(t *testing.T) {
 		t.Errorf("n3 lost its sessions while leaving: %+v", s)
 	}
 	r := out.Prefixes["dns"]
-	if !slices.Equal(r.Leaving, []string{"n3"}) || len(r.Eligible) != 3 || r.Budget != 1 {
+	if !slices.Equal(r.Leaving, []string{"n3"}) || len(r.Eligible) != 3 || r.Budget != 2 {
 		t.Errorf("report: leaving %v eligible %v budget %d", r.Leaving, r.Eligible, r.Budget)
 	}
 	st := PrefixStatus(&in.Prefixes[0], r, metav1.Now())
@@ -100,7 +100,7 @@ func TestLeavingNodesWithdrawThroughThePermits(t *testing.T) {
 		!strings.Contains(c.Message, "n3") {
 		t.Errorf("Degraded = %+v", c)
 	}
-	// Its agent sees the entry leaving and asks for the permit: it gets it (budget 1 of the 3 that remain).
+	// Its agent sees the entry leaving and asks for the permit: it gets it (budget 2 of the 4 that carry it).
 	settle(&in, anycastv1.PrefixAnnounced)
 	na := &in.Announcements[3]
 	na.Status.PermitRequests = []string{"dns"}
@@ -120,6 +120,8 @@ func TestLeavingNodesWithdrawThroughThePermits(t *testing.T) {
 	}
 }
 
+// TestEveryNodeLeavingAtOnceIsHeld: a change that takes the prefix off more nodes than the budget is held whole,
+// as a mistaken selector matching no node would be.
 func TestEveryNodeLeavingAtOnceIsHeld(t *testing.T) {
 	in := leaveCluster("50%")
 	relabel(&in, "b", "n0", "n1", "n2", "n3")
@@ -134,8 +136,27 @@ func TestEveryNodeLeavingAtOnceIsHeld(t *testing.T) {
 	if got := holders(out); len(got) != 0 {
 		t.Errorf("permits granted with no node left to carry the prefix: %v", got)
 	}
-	if r := out.Prefixes["dns"]; len(r.HeldBack) != 4 || r.Budget != 0 {
-		t.Errorf("held back %v, budget %d", r.HeldBack, r.Budget)
+	r := out.Prefixes["dns"]
+	if len(r.HeldBack) != 4 || r.Budget != 2 || !r.LeavingHeld {
+		t.Errorf("held back %v, budget %d, leaving held %v", r.HeldBack, r.Budget, r.LeavingHeld)
+	}
+	st := PrefixStatus(&in.Prefixes[0], r, metav1.Now())
+	if c := meta.FindStatusCondition(st.Conditions, anycastv1.ConditionDegraded); c == nil || c.Reason != anycastv1.ReasonMaxWithdrawnReached ||
+		!strings.Contains(c.Message, "takes the prefix off 4 of 4 nodes, and maxWithdrawn allows 2 at once") {
+		t.Errorf("Degraded = %+v", c)
+	}
+	// Two of them come back: the two still leaving are within the budget and get their permits.
+	for i := range in.Announcements {
+		in.Announcements[i].Status.PermitRequests = nil
+	}
+	relabel(&in, "a", "n0", "n1")
+	settle(&in, anycastv1.PrefixAnnounced)
+	for i := 2; i < 4; i++ { // the leaving ones ask
+		in.Announcements[i].Status.PermitRequests = []string{"dns"}
+	}
+	out = Compute(in)
+	if got := holders(out); !slices.Equal(got, []string{"n2", "n3"}) {
+		t.Errorf("holders = %v, want the two leaving nodes", got)
 	}
 }
 

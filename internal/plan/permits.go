@@ -22,7 +22,7 @@ func (p *planner) grantPermits() {
 		if r.Conflict != nil || len(r.placed)+len(r.Leaving) == 0 {
 			continue
 		}
-		r.Budget = budget(ap.Spec.Safety, len(r.placed))
+		r.Budget = budget(ap.Spec.Safety, len(r.placed)+len(r.Leaving))
 		if r.Frozen {
 			// Frozen: the permits stay where they are, like everything else about the prefix.
 			for _, node := range r.placed {
@@ -44,13 +44,22 @@ func (p *planner) grantPermits() {
 }
 
 // ration hands out a budget smaller than the number of nodes among the nodes that carry the prefix, leaving ones
-// included: keep the permits in use (but never more than the budget: a lowered budget takes the excess back), take
+// included unless more are leaving than the whole budget: keep the permits in use (but never more than the budget: a lowered budget takes the excess back), take
 // back unused ones from agents that have caught up, and grant to requesting nodes while fewer than the budget are
 // held. A permit taken back still counts until its agent reports it let it go.
 func (p *planner) ration(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 	held := 0
 	var keep, requesting []string
-	nodes := append(slices.Clone(r.placed), r.Leaving...)
+	nodes := slices.Clone(r.placed)
+	if len(r.Leaving) <= r.Budget {
+		nodes = append(nodes, r.Leaving...)
+	} else {
+		// One configuration change would take the prefix off more nodes than the budget: a circuit breaker, as
+		// for a mistaken selector that matches no node any more. They all keep announcing until the change is
+		// undone, the budget raised, or the AnycastPrefix deleted.
+		r.LeavingHeld = true
+		r.HeldBack = append(r.HeldBack, r.Leaving...)
+	}
 	views := make(map[string]permitView, len(nodes))
 	for _, node := range nodes {
 		v := p.permitView(node, ap)

@@ -44,7 +44,10 @@ type PrefixReport struct {
 	// Leaving are the nodes that carried the prefix in the last plan and no longer qualify for it: they keep it,
 	// marked leaving, until a permit lets them withdraw it; sorted.
 	Leaving []string
-	// Budget is how many nodes may withdraw or deprefer the prefix at once (maxWithdrawn × nodes).
+	// LeavingHeld: more nodes are leaving than the budget allows at once, so none of them withdraws.
+	LeavingHeld bool
+	// Budget is how many of the nodes carrying the prefix (eligible and leaving) may withdraw or deprefer it at
+	// once (maxWithdrawn × nodes).
 	Budget int
 	// HeldBack are the nodes that ask to withdraw but are kept announcing because the budget is used up, sorted.
 	HeldBack []string

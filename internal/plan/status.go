@@ -85,16 +85,25 @@ func prefixStall(r *PrefixReport) (reason, msg string) {
 func prefixDegradation(r *PrefixReport) (reason, msg string) {
 	var parts []string
 	// First the most urgent: unhealthy nodes that the budget keeps announcing still draw traffic.
-	if len(r.HeldBack) > 0 {
+	carrying := len(r.placed) + len(r.Leaving)
+	switch {
+	case r.LeavingHeld:
+		reason = anycastv1.ReasonMaxWithdrawnReached
+		parts = append(parts, fmt.Sprintf("a configuration change (a selector, an export policy, maxPrefixes) takes the prefix off %d of %d nodes, and maxWithdrawn allows %d at once: all of them keep announcing (%s); undo the change, raise maxWithdrawn, or delete the AnycastPrefix to withdraw it everywhere",
+			len(r.Leaving), carrying, r.Budget, names(r.Leaving, "")))
+		if held := len(r.HeldBack) - len(r.Leaving); held > 0 {
+			parts = append(parts, fmt.Sprintf("%d more nodes want to withdraw and are kept announcing", held))
+		}
+	case len(r.HeldBack) > 0:
 		reason = anycastv1.ReasonMaxWithdrawnReached
 		parts = append(parts, fmt.Sprintf("%d nodes want to withdraw but are kept announcing: maxWithdrawn allows %d of %d at once (%s)",
-			len(r.HeldBack), r.Budget, len(r.placed), names(r.HeldBack, "")))
+			len(r.HeldBack), r.Budget, carrying, names(r.HeldBack, "")))
 	}
-	if len(r.Leaving) > 0 {
+	if len(r.Leaving) > 0 && !r.LeavingHeld {
 		if reason == "" {
 			reason = anycastv1.ReasonNodesLeaving
 		}
-		parts = append(parts, fmt.Sprintf("%d nodes no longer qualify (a selector, an export policy or maxPrefixes changed) and keep announcing until maxWithdrawn lets them withdraw (%s)",
+		parts = append(parts, fmt.Sprintf("%d nodes no longer qualify (a selector, an export policy or maxPrefixes changed) and withdraw as maxWithdrawn lets them (%s)",
 			len(r.Leaving), names(r.Leaving, "")))
 	}
 	if len(r.Withdrawn) > 0 {
