@@ -1,7 +1,6 @@
 package plan
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -9,62 +8,13 @@ import (
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 )
 
-// admitPrefixes decides, for each AnycastPrefix from the oldest to the newest, whether it is planned anew, kept as
-// last planned (frozen), or not planned at all (conflict).
-func (p *planner) admitPrefixes() {
-	type owned struct {
-		pfx   netip.Prefix
-		owner string
-	}
-	var older []owned
-	for _, ap := range p.prefixes {
-		r := &PrefixReport{Generation: ap.Generation, Paused: ap.Spec.Paused}
-		p.out.Prefixes[ap.Name] = r
-		for _, s := range ap.Spec.Prefixes {
-			pfx, ok := parsePrefix(s)
-			if !ok {
-				r.InvalidPrefixes = append(r.InvalidPrefixes, string(s))
-				continue
-			}
-			r.cidrs = append(r.cidrs, pfx)
-			// The first overlap with an older object is enough to explain the conflict.
-			if r.Conflict == nil {
-				for _, o := range older {
-					if o.pfx.Overlaps(pfx) {
-						r.Conflict = &Conflict{With: o.owner, Detail: fmt.Sprintf("%s overlaps %s", pfx, o.pfx)}
-						break
-					}
-				}
-			}
-		}
-		for _, pfx := range r.cidrs {
-			older = append(older, owned{pfx: pfx, owner: ap.Name})
-		}
-		for _, c := range ap.Spec.SessionClaims {
-			if _, ok := p.claims[string(c)]; !ok {
-				r.MissingClaims = append(r.MissingClaims, string(c))
-			}
-		}
-		if ref := ap.Spec.HealthPolicyRef; ref != nil {
-			if hp, ok := p.out.Policies[string(ref.Name)]; ok {
-				hp.Prefixes++
-			} else {
-				r.MissingPolicy = string(ref.Name)
-			}
-		}
-		if _, err := selectorOf(ap.Spec.NodeSelector); err != nil {
-			r.InvalidSelector = err.Error()
-		}
-	}
-}
-
 // placePrefix writes one admitted AnycastPrefix into the node specs.
 func (p *planner) placePrefix(ap *anycastv1.AnycastPrefix) {
 	r := p.out.Prefixes[ap.Name]
+	d := r.decision()
 	switch {
-	case r.Conflict != nil:
-		// Two owners of the same addresses: the newer one is not announced at all.
-	case r.Paused || r.stalled():
+	case d != nil && d.Outcome == NotPlanned:
+	case d != nil && d.Outcome == Frozen:
 		r.Frozen = true
 		p.carryOver(ap, r)
 	default:
@@ -251,7 +201,7 @@ func (p *planner) place(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 			if info.exportAllows(pfx) {
 				allowed[string(c)] = append(allowed[string(c)], pfx)
 			} else {
-				r.addDenied(&r.ExportDenied, string(c), pfx.String())
+				r.deny(&exportPolicyRule, string(c), pfx.String())
 			}
 		}
 	}
@@ -297,7 +247,7 @@ func (p *planner) place(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 					continue
 				}
 				if info.max > 0 && b.perClaim[string(c)] >= info.max {
-					r.addDenied(&r.MaxPrefixesExceeded, string(c), string(cidrs[i]))
+					r.deny(&maxPrefixesRule, string(c), string(cidrs[i]))
 					continue
 				}
 				key += string(c) + " "
@@ -306,7 +256,7 @@ func (p *planner) place(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 				continue
 			}
 			if b.count >= anycastv1.MaxPrefixesPerNode {
-				r.addDenied(&r.MaxPrefixesExceeded, nodeLimit, string(cidrs[i]))
+				r.deny(&nodeLimitRule, "", string(cidrs[i]))
 				continue
 			}
 			sessions, ok := shared[key]
@@ -335,9 +285,6 @@ func (p *planner) place(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 		}
 	}
 }
-
-// nodeLimit stands for the per-node limit in a Denial's Claim field.
-const nodeLimit = ""
 
 // exportAllows reports whether the claim's allowlist (if any) covers the prefix: equal to or inside an entry.
 func (c *claimInfo) exportAllows(pfx netip.Prefix) bool {

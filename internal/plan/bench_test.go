@@ -53,7 +53,7 @@ func TestScaleInputPlansEverywhere(t *testing.T) {
 		}
 	}
 	for name, r := range out.Prefixes {
-		if len(r.Announcing) != 30 || len(r.ExportDenied) != 0 || len(r.MaxPrefixesExceeded) != 0 {
+		if len(r.Announcing) != 30 || len(r.Denials) != 0 {
 			t.Fatalf("%s: %+v", name, r)
 		}
 	}

@@ -219,11 +219,11 @@ func TestComputeSelection(t *testing.T) {
 				}
 			}
 			for name, r := range out.Prefixes {
-				if !equality.Semantic.DeepEqual(r.ExportDenied, tc.denied[name]) {
-					t.Errorf("%s ExportDenied = %+v, want %+v", name, r.ExportDenied, tc.denied[name])
+				if got := denials(r, anycastv1.ReasonExportDenied); !equality.Semantic.DeepEqual(got, tc.denied[name]) {
+					t.Errorf("%s ExportDenied = %+v, want %+v", name, got, tc.denied[name])
 				}
-				if !equality.Semantic.DeepEqual(r.MaxPrefixesExceeded, tc.exceeded[name]) {
-					t.Errorf("%s MaxPrefixesExceeded = %+v, want %+v", name, r.MaxPrefixesExceeded, tc.exceeded[name])
+				if got := denials(r, anycastv1.ReasonMaxPrefixesExceeded); !equality.Semantic.DeepEqual(got, tc.exceeded[name]) {
+					t.Errorf("%s MaxPrefixesExceeded = %+v, want %+v", name, got, tc.exceeded[name])
 				}
 				with := ""
 				if r.Conflict != nil {
@@ -503,4 +503,13 @@ func TestClaimShowsRefusedSessions(t *testing.T) {
 	if d := meta.FindStatusCondition(st.Conditions, anycastv1.ConditionDegraded); d == nil || d.Status != metav1.ConditionFalse {
 		t.Errorf("Degraded without refused sessions = %+v", d)
 	}
+}
+
+// denials are a report's denials of one reason, claims and prefixes only.
+func denials(r *PrefixReport, reason string) []Denial {
+	var out []Denial
+	for _, d := range r.Denied(reason) {
+		out = append(out, Denial{Claim: d.Claim, Prefixes: d.Prefixes})
+	}
+	return out
 }

@@ -37,9 +37,10 @@ type PrefixReport struct {
 	// Unplanned counts the eligible nodes on which no entry could be planned (export policy, maxPrefixes).
 	Unplanned int
 
-	// ExportDenied and MaxPrefixesExceeded map a claim to the prefixes it does not carry, and why.
-	ExportDenied        []Denial
-	MaxPrefixesExceeded []Denial
+	// Findings are what the admission rules found, in their rank order (rules.go); the first decides.
+	Findings []Finding
+	// Denials list, per placement rule and claim, the prefixes the claim does not carry somewhere.
+	Denials []Denial
 
 	// Leaving are the nodes that carried the prefix in the last plan and no longer qualify for it: they keep it,
 	// marked leaving, until a permit lets them withdraw it; sorted.
@@ -56,27 +57,21 @@ type PrefixReport struct {
 	placed []string // nodes with at least one entry, in node order
 }
 
-// Denial lists prefixes a claim does not carry.
+// Denial lists prefixes a claim does not carry, and the placement rule's reason (a claim of "" stands for the
+// node's own limit).
 type Denial struct {
 	Claim    string
 	Prefixes []string
+	Reason   string
+	rule     *placementRule
 }
 
-// stalled reports whether the prefix cannot be planned until its spec or a referenced object changes.
-func (r *PrefixReport) stalled() bool {
-	return len(r.MissingClaims) > 0 || r.MissingPolicy != "" || r.InvalidSelector != "" || len(r.InvalidPrefixes) > 0
-}
-
-func (r *PrefixReport) addDenied(list *[]Denial, claim, prefix string) {
-	for i := range *list {
-		if (*list)[i].Claim == claim {
-			if !slices.Contains((*list)[i].Prefixes, prefix) {
-				(*list)[i].Prefixes = append((*list)[i].Prefixes, prefix)
-			}
-			return
-		}
+// decision is the finding that decides the prefix's fate (nil: it is planned anew).
+func (r *PrefixReport) decision() *Finding {
+	if len(r.Findings) == 0 {
+		return nil
 	}
-	*list = append(*list, Denial{Claim: claim, Prefixes: []string{prefix}})
+	return &r.Findings[0]
 }
 
 // provisioningOf is what a node's agent reports of a claim's provisioning; nil before it reports.

@@ -64,20 +64,12 @@ func PrefixStatus(ap *anycastv1.AnycastPrefix, r *PrefixReport, now metav1.Time)
 	return st
 }
 
+// prefixStall is the first finding that stalls the prefix (rules.go ranks them).
 func prefixStall(r *PrefixReport) (reason, msg string) {
-	suffix := " New announcements wait; what was announced before is kept."
-	switch {
-	case r.Conflict != nil:
-		return anycastv1.ReasonOverlap, fmt.Sprintf("Overlaps AnycastPrefix %q (%s); remove the overlap", r.Conflict.With, r.Conflict.Detail)
-	case len(r.MissingClaims) > 0:
-		return anycastv1.ReasonClaimNotFound, fmt.Sprintf("BGPSessionClaim %s not found; create it or fix spec.sessionClaims.%s",
-			quoteAll(r.MissingClaims), suffix)
-	case r.MissingPolicy != "":
-		return anycastv1.ReasonHealthPolicyMissing, fmt.Sprintf("HealthPolicy %q not found; create it or fix spec.healthPolicyRef.%s", r.MissingPolicy, suffix)
-	case r.InvalidSelector != "":
-		return "InvalidSelector", fmt.Sprintf("spec.nodeSelector: %s.%s", r.InvalidSelector, suffix)
-	case len(r.InvalidPrefixes) > 0:
-		return "InvalidPrefix", fmt.Sprintf("Prefixes %s can never be announced.%s", quoteAll(r.InvalidPrefixes), suffix)
+	for _, f := range r.Findings {
+		if f.Stalled {
+			return f.Reason, f.Message
+		}
 	}
 	return "", ""
 }
@@ -112,21 +104,11 @@ func prefixDegradation(r *PrefixReport) (reason, msg string) {
 		}
 		parts = append(parts, fmt.Sprintf("withdrawn on %d of %d eligible nodes (%s)", len(r.Withdrawn), len(r.Eligible), names(r.Withdrawn, "")))
 	}
-	for _, d := range r.ExportDenied {
+	for _, d := range r.Denials {
 		if reason == "" {
-			reason = anycastv1.ReasonExportDenied
+			reason = d.Reason
 		}
-		parts = append(parts, fmt.Sprintf("%s not sent over BGPSessionClaim %q: outside its exportPolicy.allowedPrefixes", strings.Join(d.Prefixes, ", "), d.Claim))
-	}
-	for _, d := range r.MaxPrefixesExceeded {
-		if reason == "" {
-			reason = anycastv1.ReasonMaxPrefixesExceeded
-		}
-		if d.Claim == nodeLimit {
-			parts = append(parts, fmt.Sprintf("%s not announced on some nodes: they already announce %d prefixes, the most one node may", strings.Join(d.Prefixes, ", "), anycastv1.MaxPrefixesPerNode))
-			continue
-		}
-		parts = append(parts, fmt.Sprintf("%s not sent over BGPSessionClaim %q on some nodes: its exportPolicy.maxPrefixes is reached", strings.Join(d.Prefixes, ", "), d.Claim))
+		parts = append(parts, d.rule.message(d))
 	}
 	if reason == "" {
 		return "", ""
