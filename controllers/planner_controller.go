@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -98,6 +99,9 @@ func (r *PlannerReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	if c, u, d := done.created.Load(), done.updated.Load(), done.deleted.Load(); c+u+d > 0 {
 		log.FromContext(ctx).Info("Applied plan", "created", c, "updated", u, "deleted", d, "nodes", len(out.Announcements), "prefixes", len(out.Prefixes))
 	}
+	if _, err := backend.Sync(ctx, r.Client, FieldOwner, r.agentSecretsRBAC(in), nil); err != nil {
+		failed.backend(err)
+	}
 	clean := true
 	if r.Backend != nil {
 		var err error
@@ -164,7 +168,10 @@ func (r *PlannerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Node{}, all, builder.WithPredicates(nodeChanged())).
 		Watches(&corev1.Secret{}, all, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetNamespace() == r.Namespace
-		})))
+		}))).
+		// The agents' Secret access: put back when someone edits or deletes it.
+		Watches(&rbacv1.Role{}, all, builder.WithPredicates(agentSecretsObject(r.Namespace))).
+		Watches(&rbacv1.RoleBinding{}, all, builder.WithPredicates(agentSecretsObject(r.Namespace)))
 	if r.Backend != nil {
 		if err := r.watchBackend(b, all); err != nil {
 			return err
@@ -235,6 +242,12 @@ func statusChanged() predicate.Predicate {
 			return !equality.Semantic.DeepEqual(os, ns)
 		},
 	}
+}
+
+func agentSecretsObject(namespace string) predicate.Predicate {
+	return predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetNamespace() == namespace && o.GetName() == AgentSecretsRole
+	})
 }
 
 func nodeChanged() predicate.Predicate {

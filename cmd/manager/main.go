@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
@@ -119,6 +120,9 @@ func run(ctx context.Context, args []string) error {
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}:    {Namespaces: secretNamespaces},
 			&appsv1.DaemonSet{}: {Namespaces: map[string]cache.Config{namespace: {}}},
+			// The agents' Secret access, which the manager keeps in step with the claims, in its namespace only.
+			&rbacv1.Role{}:        {Namespaces: map[string]cache.Config{namespace: {}}},
+			&rbacv1.RoleBinding{}: {Namespaces: map[string]cache.Config{namespace: {}}},
 		}},
 	})
 	if err != nil {
@@ -148,7 +152,11 @@ func run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := (&controllers.AgentDaemonSetReconciler{Client: mgr.GetClient(), DaemonSet: ds}).SetupWithManager(mgr); err != nil {
+		policies, err := agentdeploy.AdmissionPolicies()
+		if err != nil {
+			return err
+		}
+		if err := (&controllers.AgentDaemonSetReconciler{Client: mgr.GetClient(), DaemonSet: ds, Policies: policies}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the agents' DaemonSet: %w", err)
 		}
 	}

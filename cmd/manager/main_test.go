@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -117,6 +118,28 @@ func TestManagerBinary(t *testing.T) {
 	})
 	if err != nil {
 		t.Errorf("the edited DaemonSet was not put back: %v", err)
+	}
+	// And the admission policies that confine the agents, which a bundle cannot carry either; put back when deleted.
+	policy := func() *admissionregistrationv1.ValidatingAdmissionPolicy {
+		var p admissionregistrationv1.ValidatingAdmissionPolicy
+		err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			return k8s.Get(ctx, client.ObjectKey{Name: "anycast-agent-own-node"}, &p) == nil && p.DeletionTimestamp == nil, nil
+		})
+		if err != nil {
+			t.Fatalf("the manager did not apply the agents' admission policy: %v", err)
+		}
+		return &p
+	}
+	vap := policy()
+	if err := k8s.Delete(ctx, vap); err != nil {
+		t.Fatal(err)
+	}
+	if policy().UID == vap.UID {
+		t.Errorf("the deleted admission policy was not put back")
+	}
+	var binding admissionregistrationv1.ValidatingAdmissionPolicyBinding
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "anycast-agent-own-node"}, &binding); err != nil {
+		t.Errorf("no binding of the agents' admission policy: %v", err)
 	}
 	stop()
 	if err := <-done; err != nil {

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"strings"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 )
 
@@ -32,4 +34,36 @@ func DaemonSet(namespace, image, backend string) (*appsv1.DaemonSet, error) {
 		}
 	}
 	return ds, nil
+}
+
+//go:embed admission.yaml
+var admission []byte
+
+// AdmissionPolicies returns the admission policies of config/admission (the agents confined to their own node, the
+// manager to its own Secrets), for a manager that deploys its agents itself: an OLM bundle cannot carry them either.
+func AdmissionPolicies() ([]client.Object, error) {
+	var out []client.Object
+	for _, doc := range strings.Split(string(admission), "\n---\n") {
+		if strings.TrimSpace(doc) == "" {
+			continue
+		}
+		var meta struct{ Kind string }
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			return nil, fmt.Errorf("the embedded admission policies: %w", err)
+		}
+		var obj client.Object
+		switch meta.Kind {
+		case "ValidatingAdmissionPolicy":
+			obj = &admissionregistrationv1.ValidatingAdmissionPolicy{}
+		case "ValidatingAdmissionPolicyBinding":
+			obj = &admissionregistrationv1.ValidatingAdmissionPolicyBinding{}
+		default:
+			return nil, fmt.Errorf("the embedded admission policies: unexpected kind %q", meta.Kind)
+		}
+		if err := yaml.UnmarshalStrict([]byte(doc), obj); err != nil {
+			return nil, fmt.Errorf("the embedded admission policies: %w", err)
+		}
+		out = append(out, obj)
+	}
+	return out, nil
 }
