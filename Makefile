@@ -14,7 +14,7 @@ CHART := charts/anycast-operator
 ENVTEST_ASSETS ?= $(CURDIR)/bin/k8s/$(K8S_VERSION)
 METALLB_VERSION ?= 0.16.1
 METALLB_SPEAKER_DIR ?= $(CURDIR)/bin/metallb/$(METALLB_VERSION)
-TEST_ENV = KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) METALLB_SPEAKER=$(METALLB_SPEAKER_DIR)/speaker
+TEST_ENV = KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) METALLB_SPEAKER=$(METALLB_SPEAKER_DIR)/speaker METALLB_VALIDATE=$(METALLB_SPEAKER_DIR)/validate
 CONTROLLER_GEN := go tool controller-gen
 STATICCHECK_VERSION ?= v0.8.2
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -86,7 +86,7 @@ envtest-assets: ## Build kube-apiserver, etcd and kubectl from the Go module pro
 	K8S_VERSION=$(K8S_VERSION) ENVTEST_ASSETS_DIR=$(ENVTEST_ASSETS) hack/build-envtest-assets.sh
 
 .PHONY: metallb-speaker
-metallb-speaker: ## Build MetalLB's speaker from the Go module proxy into bin/metallb/ (cached), for the real-speaker test.
+metallb-speaker: ## Build MetalLB's speaker and its configuration validator from the Go module proxy into bin/metallb/ (cached).
 	METALLB_VERSION=$(METALLB_VERSION) METALLB_SPEAKER_DIR=$(METALLB_SPEAKER_DIR) hack/build-metallb-speaker.sh
 
 .PHONY: test

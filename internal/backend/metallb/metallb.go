@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -75,7 +76,11 @@ type Translator struct {
 func (t Translator) Translate(d backend.Desired) backend.Translation {
 	var tr backend.Translation
 	peersOf := map[string][]string{} // claim → BGPPeer names
-	for _, s := range d.Sessions {
+	sessions := d.Sessions
+	if t.Mode == FRRK8s {
+		sessions = oneASNPerNode(sessions, &tr)
+	}
+	for _, s := range sessions {
 		peer, secret, bfd, ok := t.peer(d, s, &tr)
 		if !ok {
 			continue
@@ -102,11 +107,75 @@ func (t Translator) Translate(d backend.Desired) backend.Translation {
 	}
 	tr.IgnoreAttributes(d, limits)
 	for _, r := range d.Routes {
+		if t.Mode == Native && r.Prefix.Addr().Is6() {
+			continue // its pool stays, for the Services holding its addresses; MetalLB refuses to advertise it
+		}
 		if adv := t.advertisement(d, r, peersOf); adv != nil {
 			tr.Objects = append(tr.Objects, adv)
 		}
 	}
+	if t.Mode == Native {
+		for _, p := range d.Planned {
+			if p.Prefix.Addr().Is6() {
+				tr.IgnorePrefix(p.Source, "IPv6 prefixes (MetalLB's native BGP mode announces IPv4 only, and refuses a whole configuration that advertises an IPv6 pool; use frr-k8s mode)")
+			}
+			if len(p.BGP.LargeCommunities) > 0 {
+				tr.IgnorePrefix(p.Source, "attributes.largeCommunities (MetalLB's native BGP mode sends standard communities only, and refuses a whole configuration with a large one)")
+			}
+		}
+	}
 	return tr
+}
+
+// oneASNPerNode keeps, on each node, only sessions MetalLB in frr-k8s mode can run together: it runs one FRR per
+// node, with one local AS and one session per peer address, and refuses a whole configuration whose BGPPeers break
+// that on some node (then it keeps running the previous one, and no withdrawal happens). On a node where claims
+// disagree, the sessions of the claim first by name win; the others are left off that node and the claim says so.
+func oneASNPerNode(sessions []backend.Session, tr *backend.Translation) []backend.Session {
+	type owner struct {
+		claim string
+		asn   anycastv1.ASN
+	}
+	asnOf := map[string]owner{}   // node → the claim whose AS it runs
+	peerOf := map[string]string{} // node/peer address → the claim whose session it is
+	order := slices.Clone(sessions)
+	slices.SortStableFunc(order, func(a, b backend.Session) int { return strings.Compare(a.Claim, b.Claim) })
+	keep := map[*backend.Session][]string{}
+	for i := range order {
+		s := &order[i]
+		var nodes, otherAS, samePeer []string
+		for _, n := range s.Nodes {
+			o, ok := asnOf[n]
+			switch {
+			case ok && o.asn != s.Settings.LocalASN:
+				otherAS = append(otherAS, fmt.Sprintf("%s (claim %s, AS %d)", n, o.claim, o.asn))
+			case peerOf[n+"/"+string(s.Peer.Address)] != "" && peerOf[n+"/"+string(s.Peer.Address)] != s.Claim:
+				samePeer = append(samePeer, fmt.Sprintf("%s (claim %s)", n, peerOf[n+"/"+string(s.Peer.Address)]))
+			default:
+				asnOf[n] = owner{s.Claim, s.Settings.LocalASN}
+				peerOf[n+"/"+string(s.Peer.Address)] = s.Claim
+				nodes = append(nodes, n)
+			}
+		}
+		if len(otherAS) > 0 {
+			tr.IgnoreClaim(s.Claim, fmt.Sprintf("peer %s on nodes %s: MetalLB in frr-k8s mode runs one local AS per node, and another claim's is there; give the claims one localASN",
+				s.Peer.Address, strings.Join(otherAS, ", ")))
+		}
+		if len(samePeer) > 0 {
+			tr.IgnoreClaim(s.Claim, fmt.Sprintf("peer %s on nodes %s: MetalLB in frr-k8s mode runs one session per peer and node, and another claim has it there",
+				s.Peer.Address, strings.Join(samePeer, ", ")))
+		}
+		keep[s] = nodes
+	}
+	var out []backend.Session
+	for i := range order {
+		if nodes := keep[&order[i]]; len(nodes) > 0 {
+			s := order[i]
+			s.Nodes = nodes
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func (t Translator) meta(name, source string) metav1.ObjectMeta {
@@ -225,6 +294,9 @@ func (t Translator) advertisement(d backend.Desired, r backend.Route, peersOf ma
 		adv.Spec.Communities = append(adv.Spec.Communities, fmt.Sprintf("%d:%d", c>>16, c&0xFFFF))
 	}
 	for _, c := range r.BGP.LargeCommunities {
+		if t.Mode == Native {
+			break // MetalLB's native mode refuses a whole configuration with a large community (SettingsIgnored)
+		}
 		adv.Spec.Communities = append(adv.Spec.Communities, fmt.Sprintf("large:%d:%d:%d", c[0], c[1], c[2]))
 	}
 	if r.BGP.LocalPref != nil {
