@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -51,7 +52,8 @@ func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Inpu
 		node, cur := nodes[name], existing[name]
 		switch {
 		case cur == nil:
-			na := &anycastv1.NodeAnnouncement{Spec: spec}
+			// A copy: the client decodes the server's answer into the object, and the plan's specs share lists.
+			na := &anycastv1.NodeAnnouncement{Spec: *spec.DeepCopy()}
 			na.Name = name
 			setOwnership(na, node)
 			write(name, func() error {
@@ -62,21 +64,21 @@ func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Inpu
 				if err != nil {
 					return fmt.Errorf("creating: %w", err)
 				}
-				r.remember(na)
+				r.remember(na, spec)
 				logger.V(1).Info("Created NodeAnnouncement", "node", name, "prefixes", spec.PrefixCount())
 				done.created.Add(1)
 				return nil
 			})
-		case !jsonEqual(cur.Spec, spec) || !isOwned(cur, node):
+		case !equality.Semantic.DeepEqual(cur.Spec, spec) || !isOwned(cur, node):
 			na := cur.DeepCopy()
-			na.Spec = spec
+			na.Spec = *spec.DeepCopy()
 			setOwnership(na, node)
 			write(name, func() error {
 				// The update carries the resourceVersion read: a write based on a stale read conflicts.
 				if err := r.Client.Update(ctx, na, client.FieldOwner(FieldOwner)); err != nil {
 					return fmt.Errorf("updating: %w", err)
 				}
-				r.remember(na)
+				r.remember(na, spec)
 				logger.V(1).Info("Updated NodeAnnouncement", "node", name, "prefixes", spec.PrefixCount())
 				done.updated.Add(1)
 				return nil
@@ -101,16 +103,26 @@ func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Inpu
 	_ = g.Wait()
 }
 
-// remember records a NodeAnnouncement the manager wrote, until its cache shows it (overlayWritten).
-func (r *PlannerReconciler) remember(na *anycastv1.NodeAnnouncement) {
+// remember records a NodeAnnouncement the manager wrote (as the server answered) with its spec as planned, until its
+// cache shows it (overlayWritten). The plan's spec, which nothing changes after planning, is kept without a copy.
+func (r *PlannerReconciler) remember(na *anycastv1.NodeAnnouncement, spec anycastv1.NodeAnnouncementSpec) {
 	r.writtenMu.Lock()
 	defer r.writtenMu.Unlock()
 	if r.written == nil {
 		r.written = map[string]*anycastv1.NodeAnnouncement{}
 	}
 	w := &anycastv1.NodeAnnouncement{ObjectMeta: metav1.ObjectMeta{Name: na.Name, UID: na.UID, Generation: na.Generation, ResourceVersion: na.ResourceVersion}}
-	w.Spec = *na.Spec.DeepCopy()
+	w.Spec = spec
 	r.written[na.Name] = w
+}
+
+// cacheShows forgets a write of the manager's once its cache shows that generation (or a later one).
+func (r *PlannerReconciler) cacheShows(o client.Object) {
+	r.writtenMu.Lock()
+	defer r.writtenMu.Unlock()
+	if w := r.written[o.GetName()]; w != nil && (o.GetUID() != w.UID || o.GetGeneration() >= w.Generation) {
+		delete(r.written, o.GetName())
+	}
 }
 
 // overlayWritten is the cached NodeAnnouncements with the manager's own writes the cache does not show yet

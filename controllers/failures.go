@@ -57,7 +57,7 @@ func (f *failures) backend(err error) {
 // forPrefix is what failed for an AnycastPrefix ("" when nothing did).
 func (f *failures) forPrefix(name string, out plan.Output) string {
 	var msgs []string
-	for _, node := range nodesCarrying(out, name) {
+	for _, node := range f.failedNodesCarrying(out, name) {
 		if m, ok := f.nodes[node]; ok {
 			msgs = append(msgs, m)
 		}
@@ -68,8 +68,8 @@ func (f *failures) forPrefix(name string, out plan.Output) string {
 // forClaim is what failed for a BGPSessionClaim ("" when nothing did).
 func (f *failures) forClaim(name string, out plan.Output) string {
 	var msgs []string
-	for node, spec := range out.Announcements {
-		if m, ok := f.nodes[node]; ok && slices.ContainsFunc(spec.Sessions, func(s anycastv1.NodeSessions) bool { return string(s.Claim) == name }) {
+	for node, m := range f.nodes {
+		if spec := out.Announcements[node]; slices.ContainsFunc(spec.Sessions, func(s anycastv1.NodeSessions) bool { return string(s.Claim) == name }) {
 			msgs = append(msgs, m)
 		}
 	}
@@ -107,10 +107,12 @@ func (f *failures) err() error {
 	return errors.Join(errs...)
 }
 
-// nodesCarrying are the nodes whose planned NodeAnnouncement has an entry of the AnycastPrefix.
-func nodesCarrying(out plan.Output, prefix string) []string {
+// failedNodesCarrying are the nodes whose NodeAnnouncement failed and whose plan has an entry of the AnycastPrefix
+// (looking only at the failed ones: a reconcile without failures looks at none).
+func (f *failures) failedNodesCarrying(out plan.Output, prefix string) []string {
 	var nodes []string
-	for node, spec := range out.Announcements {
+	for node := range f.nodes {
+		spec := out.Announcements[node]
 		for _, g := range spec.Groups {
 			if slices.ContainsFunc(g.Prefixes, func(gp anycastv1.GroupPrefix) bool { return gp.Source == prefix }) {
 				nodes = append(nodes, node)

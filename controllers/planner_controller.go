@@ -117,25 +117,34 @@ func (r *PlannerReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 func (r *PlannerReconciler) read(ctx context.Context) (plan.Input, error) {
 	var (
 		in       plan.Input
-		nodes    corev1.NodeList
+		nodes    metav1.PartialObjectMetadataList
 		claims   anycastv1.BGPSessionClaimList
 		prefixes anycastv1.AnycastPrefixList
 		policies anycastv1.HealthPolicyList
 		nas      anycastv1.NodeAnnouncementList
 		secrets  corev1.SecretList
 	)
+	nodes.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NodeList"))
 	for _, l := range []struct {
 		list client.ObjectList
 		opts []client.ListOption
 	}{
-		{&nodes, nil}, {&claims, nil}, {&prefixes, nil}, {&policies, nil}, {&nas, nil},
+		// Nodes and NodeAnnouncements, thousands of them, are read without a copy: nothing here writes to them.
+		{&nodes, []client.ListOption{client.UnsafeDisableDeepCopy}}, {&claims, nil}, {&prefixes, nil}, {&policies, nil},
+		{&nas, []client.ListOption{client.UnsafeDisableDeepCopy}},
 		{&secrets, []client.ListOption{client.InNamespace(r.Namespace)}},
 	} {
 		if err := r.Client.List(ctx, l.list, l.opts...); err != nil {
 			return in, fmt.Errorf("listing %T: %w", l.list, err)
 		}
 	}
-	in.Nodes, in.Claims, in.Prefixes, in.Policies = nodes.Items, claims.Items, prefixes.Items, policies.Items
+	// Nodes are read as metadata only (labels, annotations, UID): a Node's status (images, conditions) is most of
+	// its size and nothing the plan needs.
+	in.Nodes = make([]corev1.Node, len(nodes.Items))
+	for i := range nodes.Items {
+		in.Nodes[i].ObjectMeta = nodes.Items[i].ObjectMeta
+	}
+	in.Claims, in.Prefixes, in.Policies = claims.Items, prefixes.Items, policies.Items
 	in.Announcements = r.overlayWritten(nas.Items)
 	in.SecretKeys = make(map[string][]string, len(secrets.Items))
 	for _, s := range secrets.Items {
@@ -162,10 +171,14 @@ func (r *PlannerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&anycastv1.AnycastPrefix{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&anycastv1.HealthPolicy{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&anycastv1.BGPSessionClaim{}, all, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		// Spec drift and what agents report.
-		Watches(&anycastv1.NodeAnnouncement{}, all).
+		// Spec drift and what agents report; each event also tells which of the manager's own writes the cache
+		// shows now (overlayWritten).
+		Watches(&anycastv1.NodeAnnouncement{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			r.cacheShows(o)
+			return []reconcile.Request{plannerKey}
+		})).
 		// Labels, the drain annotation and deletion; not the kubelet's status updates.
-		Watches(&corev1.Node{}, all, builder.WithPredicates(nodeChanged())).
+		WatchesMetadata(&corev1.Node{}, all, builder.WithPredicates(nodeChanged())).
 		Watches(&corev1.Secret{}, all, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetNamespace() == r.Namespace
 		}))).

@@ -13,6 +13,15 @@ package v1alpha1
 // +kubebuilder:validation:XValidation:rule="!isCIDR(self) || string(cidr(self)) == self",messageExpression="'\"' + self + '\" is not in canonical form; write IPv6 in lower case with zeros compressed (for example 2001:db8::/32)'"
 type CIDR string
 
+// PlannedCIDR is a prefix in a NodeAnnouncement, which only the manager writes after it has validated the CIDR of an
+// AnycastPrefix, and whose agent checks it again (never a /0, never host bits). Its schema checks the format only:
+// the CEL rules of CIDR, repeated for every prefix of every node, would cost the API server more than the whole
+// write at thousands of nodes.
+// +kubebuilder:validation:Format=cidr
+// +kubebuilder:validation:MinLength=9
+// +kubebuilder:validation:MaxLength=43
+type PlannedCIDR string
+
 // ASN is a BGP autonomous system number: 1 to 4294967294, excluding AS_TRANS (23456) and 65535, which RFC 6793 and
 // RFC 7300 reserve.
 // +kubebuilder:validation:Format=int64

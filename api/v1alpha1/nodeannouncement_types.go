@@ -104,7 +104,7 @@ type PrefixGroup struct {
 type GroupPrefix struct {
 	// prefix to announce.
 	// +required
-	Prefix CIDR `json:"prefix"`
+	Prefix PlannedCIDR `json:"prefix"`
 
 	// source is the name of the AnycastPrefix this prefix comes from. (A plain string: it is copied from an object
 	// name the API server has validated, and a name rule here, repeated for every prefix of every group, would exceed
@@ -147,7 +147,7 @@ const (
 type NodePrefixStatus struct {
 	// prefix the decision is about.
 	// +required
-	Prefix CIDR `json:"prefix"`
+	Prefix PlannedCIDR `json:"prefix"`
 
 	// state of the prefix on this node.
 	// +required

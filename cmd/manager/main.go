@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -59,7 +60,8 @@ func run(ctx context.Context, args []string) error {
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one manager replica plans at a time.")
 	flag.StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "anycast-system"), "The operator's namespace: where referenced Secrets and the leader-election Lease live.")
 	flag.StringVar(&backendName, "backend", backend.Embedded, fmt.Sprintf("How prefixes reach BGP: one of %v.", backends))
-	flag.IntVar(&workers, "write-concurrency", 16, "Concurrent API writes of one plan.")
+	flag.IntVar(&workers, "write-concurrency", 32, "Concurrent API writes of one plan (the API server, not the manager, is what bounds a cold start: docs/performance.md).")
+	pprofAddr := flag.String("pprof-bind-address", "0", "Address of Go's pprof endpoints (/debug/pprof), for profiling; 0 turns them off.")
 	flag.StringVar(&agentImage, "agent-image", "", "When set, the manager deploys the agents' DaemonSet itself, in its namespace, with this image (OLM installs; otherwise apply config/agent).")
 	stack.bindFlags(flag)
 	opts := zap.Options{}
@@ -69,6 +71,12 @@ func run(ctx context.Context, args []string) error {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("manager")
+	if os.Getenv("GOGC") == "" {
+		// The manager's memory is its caches plus one plan of the whole cluster at a time; collecting garbage when
+		// the heap has grown by half (not doubled, Go's default) keeps it near what it holds, for little CPU
+		// (5,000 nodes: docs/performance.md). GOGC set in the environment wins.
+		debug.SetGCPercent(50)
+	}
 
 	if !slices.Contains(backends, backendName) {
 		return fmt.Errorf("--backend=%q: want one of %v", backendName, backends)
@@ -114,12 +122,16 @@ func run(ctx context.Context, args []string) error {
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        *pprofAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "anycast-manager.anycast.dev",
 		LeaderElectionNamespace: namespace,
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}:    {Namespaces: secretNamespaces},
-			&appsv1.DaemonSet{}: {Namespaces: map[string]cache.Config{namespace: {}}},
+		// Cached objects keep no managedFields: the manager never reads them, and for thousands of
+		// NodeAnnouncements they would be a large part of its memory.
+		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}:              {Namespaces: secretNamespaces},
+			&appsv1.DaemonSet{}:           {Namespaces: map[string]cache.Config{namespace: {}}},
+			&anycastv1.NodeAnnouncement{}: {Transform: controllers.NodeAnnouncementCacheTransform()},
 			// The agents' Secret access, which the manager keeps in step with the claims, in its namespace only.
 			&rbacv1.Role{}:        {Namespaces: map[string]cache.Config{namespace: {}}},
 			&rbacv1.RoleBinding{}: {Namespaces: map[string]cache.Config{namespace: {}}},

@@ -117,7 +117,7 @@ func (a *Agent) buildStatus() anycastv1.NodeAnnouncementStatus {
 	for pfx, run := range a.prefixes {
 		r := a.report(pfx, run, now)
 		run.reported = r
-		st.Prefixes = append(st.Prefixes, anycastv1.NodePrefixStatus{Prefix: anycastv1.CIDR(pfx.String()), State: r.state, Since: ptrTime(r.since),
+		st.Prefixes = append(st.Prefixes, anycastv1.NodePrefixStatus{Prefix: anycastv1.PlannedCIDR(pfx.String()), State: r.state, Since: ptrTime(r.since),
 			Reason: r.reason, Message: truncate(r.message, 1024)})
 		if run.last.WantPermit {
 			requests[run.source] = true

@@ -58,7 +58,7 @@ func (p *planner) leave(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 				if gp.Source != ap.Name {
 					continue
 				}
-				if pfx, ok := parsePrefix(gp.Prefix); !ok || !slices.Contains(r.cidrs, pfx) || (b != nil && b.has(gp.Prefix)) {
+				if pfx, ok := parsePrefix(anycastv1.CIDR(gp.Prefix)); !ok || !slices.Contains(r.cidrs, pfx) || (b != nil && b.has(ap.Name, gp.Prefix)) {
 					continue // taken out of the AnycastPrefix (intended), or still planned here
 				}
 				g := na.Spec.Groups[gi].DeepCopy()
@@ -273,7 +273,7 @@ func (p *planner) place(ap *anycastv1.AnycastPrefix, r *PrefixReport) {
 				gk = groupKey(&g, attrKey)
 				keys[v] = gk
 			}
-			b.add(&g, gk, anycastv1.GroupPrefix{Prefix: cidrs[i], Source: ap.Name})
+			b.add(&g, gk, anycastv1.GroupPrefix{Prefix: anycastv1.PlannedCIDR(cidrs[i]), Source: ap.Name})
 			if policy != nil {
 				if _, ok := b.policies[policy.Name]; !ok {
 					b.policies[policy.Name] = anycastv1.NodeHealthPolicy{Name: policyName, Spec: policy.Spec}

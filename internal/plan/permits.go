@@ -124,7 +124,7 @@ func (p *planner) permitView(node string, ap *anycastv1.AnycastPrefix) permitVie
 		caughtUp:   na.Status.ObservedGeneration >= na.Generation,
 	}
 	for _, s := range na.Status.Prefixes {
-		if (s.State == anycastv1.PrefixWithdrawn || s.State == anycastv1.PrefixDeprefered) && slices.Contains(ap.Spec.Prefixes, s.Prefix) {
+		if (s.State == anycastv1.PrefixWithdrawn || s.State == anycastv1.PrefixDeprefered) && slices.Contains(ap.Spec.Prefixes, anycastv1.CIDR(s.Prefix)) {
 			v.using = true
 		}
 	}

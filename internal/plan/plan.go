@@ -88,11 +88,18 @@ type nodeBuild struct {
 	count    int            // prefixes in all groups
 	perClaim map[string]int // prefixes planned on each claim, for maxPrefixes
 	permits  []string       // AnycastPrefixes this node may withdraw or deprefer
-	planned  map[anycastv1.CIDR]bool
+	// lastSource and lastCIDRs are the AnycastPrefix planned last on the node and its CIDRs planned there (at most
+	// 16): prefixes are planned one AnycastPrefix at a time, and has asks right after.
+	lastSource string
+	lastCIDRs  []anycastv1.PlannedCIDR
+	// lastSizes is the number of entries of each group (by key) in the node's last plan, to size the new ones.
+	lastSizes map[string]int
 }
 
-// has reports whether the node's plan has the CIDR already.
-func (b *nodeBuild) has(c anycastv1.CIDR) bool { return b.planned[c] }
+// has reports whether the AnycastPrefix planned last on the node has the CIDR there.
+func (b *nodeBuild) has(source string, c anycastv1.PlannedCIDR) bool {
+	return b.lastSource == source && slices.Contains(b.lastCIDRs, c)
+}
 
 // add plans one prefix in the group that announces it like g (g's own prefixes are ignored); key is g's groupKey.
 func (b *nodeBuild) add(g *anycastv1.PrefixGroup, key string, gp anycastv1.GroupPrefix) {
@@ -100,13 +107,16 @@ func (b *nodeBuild) add(g *anycastv1.PrefixGroup, key string, gp anycastv1.Group
 	if !ok {
 		i = len(b.groups)
 		b.groupOf[key] = i
-		b.groups = append(b.groups, anycastv1.PrefixGroup{Sessions: g.Sessions, Attributes: g.Attributes, HealthPolicy: g.HealthPolicy, Paused: g.Paused})
+		// As many entries as the group had in the last plan: at thousands of nodes, growing the lists one append at
+		// a time is most of what planning allocates.
+		b.groups = append(b.groups, anycastv1.PrefixGroup{Sessions: g.Sessions, Attributes: g.Attributes, HealthPolicy: g.HealthPolicy, Paused: g.Paused,
+			Prefixes: make([]anycastv1.GroupPrefix, 0, max(1, b.lastSizes[key]))})
 	}
 	b.groups[i].Prefixes = append(b.groups[i].Prefixes, gp)
-	if b.planned == nil {
-		b.planned = map[anycastv1.CIDR]bool{}
+	if gp.Source != b.lastSource {
+		b.lastSource, b.lastCIDRs = gp.Source, b.lastCIDRs[:0]
 	}
-	b.planned[gp.Prefix] = true
+	b.lastCIDRs = append(b.lastCIDRs, gp.Prefix)
 	b.count++
 	for _, c := range g.Sessions {
 		b.perClaim[string(c)]++
@@ -229,6 +239,14 @@ func (p *planner) build(n *corev1.Node) *nodeBuild {
 			policies: map[string]anycastv1.NodeHealthPolicy{},
 			groupOf:  map[string]int{},
 			perClaim: map[string]int{},
+		}
+		if na := p.existing[n.Name]; na != nil {
+			b.lastSizes = make(map[string]int, len(na.Spec.Groups))
+			for i := range na.Spec.Groups {
+				g := &na.Spec.Groups[i]
+				b.lastSizes[groupKey(g, attributesKey(g.Attributes))] = len(g.Prefixes)
+			}
+			b.permits = make([]string, 0, len(na.Spec.Permits))
 		}
 		p.specs[n.Name] = b
 	}

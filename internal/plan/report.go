@@ -157,14 +157,14 @@ func (p *planner) reportNodes() {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	reported := map[anycastv1.CIDR]anycastv1.PrefixState{}
+	reported := map[anycastv1.PlannedCIDR]anycastv1.PrefixState{}
 	perSource := map[string]anycastv1.PrefixState{}
 	for _, node := range names {
 		clear(reported)
 		clear(perSource)
 		if na := p.existing[node]; na != nil {
 			for _, s := range na.Status.Prefixes {
-				reported[anycastv1.CIDR(s.Prefix)] = s.State
+				reported[s.Prefix] = s.State
 			}
 		}
 		for _, g := range p.out.Announcements[node].Groups {

@@ -77,7 +77,7 @@ func measureAgent(b *testing.B, checks int, interval, window time.Duration) (rss
 		name := anycastv1.LocalObjectName(fmt.Sprintf("p%d", p))
 		na.Spec.HealthPolicies = append(na.Spec.HealthPolicies, anycastv1.NodeHealthPolicy{Name: name, Spec: spec})
 		na.Spec.Groups = append(na.Spec.Groups, anycastv1.PrefixGroup{Sessions: []anycastv1.LocalObjectName{"edge"}, HealthPolicy: name,
-			Prefixes: []anycastv1.GroupPrefix{{Prefix: anycastv1.CIDR(fmt.Sprintf("198.51.%d.0/24", 100+p)), Source: "bench"}}})
+			Prefixes: []anycastv1.GroupPrefix{{Prefix: anycastv1.PlannedCIDR(fmt.Sprintf("198.51.%d.0/24", 100+p)), Source: "bench"}}})
 	}
 	ctx := context.Background()
 	for _, o := range []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "anycast-system"}}, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bench-1"}}, na} {

@@ -228,7 +228,7 @@ func (s *metallbSpeakerSetup) decide(announce bool) error {
 	if announce {
 		state = anycastv1.PrefixAnnounced
 	}
-	na.Status.Prefixes = []anycastv1.NodePrefixStatus{{Prefix: anycastv1.CIDR(s.prefix.String()), State: state, Since: ptr.To(metav1.Now())}}
+	na.Status.Prefixes = []anycastv1.NodePrefixStatus{{Prefix: anycastv1.PlannedCIDR(s.prefix.String()), State: state, Since: ptr.To(metav1.Now())}}
 	return s.k8s.Status().Update(ctx, &na)
 }
 

@@ -280,7 +280,7 @@ func GoldenDesired() backend.Desired {
 		}}}
 		na := anycastv1.NodeAnnouncement{ObjectMeta: metav1.ObjectMeta{Name: n}}
 		for _, p := range []anycastv1.CIDR{"198.51.100.0/24", "2001:db8:100::/48"} {
-			na.Status.Prefixes = append(na.Status.Prefixes, anycastv1.NodePrefixStatus{Prefix: p, State: states[n]})
+			na.Status.Prefixes = append(na.Status.Prefixes, anycastv1.NodePrefixStatus{Prefix: anycastv1.PlannedCIDR(p), State: states[n]})
 		}
 		reported = append(reported, na)
 		nodes = append(nodes, corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{corev1.LabelHostname: n + ".example"}}})

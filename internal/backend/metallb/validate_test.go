@@ -153,7 +153,7 @@ func groupOf(claims []string, attrs *anycastv1.BGPAttributes, prefixes ...string
 		g.Sessions = append(g.Sessions, anycastv1.LocalObjectName(c))
 	}
 	for _, p := range prefixes {
-		g.Prefixes = append(g.Prefixes, anycastv1.GroupPrefix{Prefix: anycastv1.CIDR(p), Source: "p-" + strings.NewReplacer(".", "-", "/", "-", ":", "-").Replace(p)})
+		g.Prefixes = append(g.Prefixes, anycastv1.GroupPrefix{Prefix: anycastv1.PlannedCIDR(p), Source: "p-" + strings.NewReplacer(".", "-", "/", "-", ":", "-").Replace(p)})
 	}
 	return g
 }
