@@ -41,7 +41,7 @@ func (r *AgentDaemonSetReconciler) Reconcile(ctx context.Context, _ reconcile.Re
 	if err != nil {
 		return reconcile.Result{}, fmt.Errorf("the agents' DaemonSet and admission policies: %w", err)
 	}
-	if writes > 0 {
+	if writes.Total() > 0 {
 		log.FromContext(ctx).Info("Applied the agents' DaemonSet", "namespace", r.DaemonSet.Namespace, "image", r.DaemonSet.Spec.Template.Spec.Containers[0].Image)
 	}
 	return reconcile.Result{}, nil

@@ -67,6 +67,7 @@ func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Inpu
 				r.remember(na, spec)
 				logger.V(1).Info("Created NodeAnnouncement", "node", name, "prefixes", spec.PrefixCount())
 				done.created.Add(1)
+				r.metrics().writes.WithLabelValues("NodeAnnouncement", "create").Inc()
 				return nil
 			})
 		case !equality.Semantic.DeepEqual(cur.Spec, spec) || !isOwned(cur, node):
@@ -81,6 +82,7 @@ func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Inpu
 				r.remember(na, spec)
 				logger.V(1).Info("Updated NodeAnnouncement", "node", name, "prefixes", spec.PrefixCount())
 				done.updated.Add(1)
+				r.metrics().writes.WithLabelValues("NodeAnnouncement", "update").Inc()
 				return nil
 			})
 		}
@@ -97,6 +99,7 @@ func (r *PlannerReconciler) applyAnnouncements(ctx context.Context, in plan.Inpu
 			}
 			logger.V(1).Info("Deleted NodeAnnouncement", "node", name)
 			done.deleted.Add(1)
+			r.metrics().writes.WithLabelValues("NodeAnnouncement", "delete").Inc()
 			return nil
 		})
 	}
@@ -192,6 +195,19 @@ func (r *PlannerReconciler) applyStatuses(ctx context.Context, in plan.Input, ou
 	return g.Wait()
 }
 
+// kindOf names the kind of one of this API's objects, for metrics.
+func kindOf(o client.Object) string {
+	switch o.(type) {
+	case *anycastv1.AnycastPrefix:
+		return "AnycastPrefix"
+	case *anycastv1.BGPSessionClaim:
+		return "BGPSessionClaim"
+	case *anycastv1.HealthPolicy:
+		return "HealthPolicy"
+	}
+	return "object"
+}
+
 // applyFailed makes Ready say that the object's plan could not be written in full, with the API server's message
 // (msg: "" when nothing failed, and then Ready stays as the plan says).
 func applyFailed(conds *[]metav1.Condition, gen int64, now metav1.Time, msg string) {
@@ -237,6 +253,7 @@ func (r *PlannerReconciler) patchStatus(ctx context.Context, g *errgroup.Group, 
 			}
 			return fmt.Errorf("writing the status of %T %s: %w", next, next.GetName(), err)
 		}
+		r.metrics().writes.WithLabelValues(kindOf(next)+"/status", "patch").Inc()
 		r.recordFlips(next, cur.GetConditions(), next.GetConditions())
 		return nil
 	})

@@ -76,10 +76,13 @@ func (r *PlannerReconciler) ReadInput(ctx context.Context) (plan.Input, error) {
 // stops no other; the error says which (backend.ObjectErrors).
 func (r *PlannerReconciler) applyBackend(ctx context.Context, in plan.Input, out plan.Output) (ignored, error) {
 	tr := r.Backend.Translate(desired(in, out))
-	writes, err := backend.Sync(ctx, r.Client, FieldOwner, tr.Objects, r.Backend.Kinds())
+	w, err := backend.Sync(ctx, r.Client, FieldOwner, tr.Objects, r.Backend.Kinds())
+	r.metrics().countWrites(w)
+	writes := w.Total()
 	if sb, ok := r.Backend.(SharingBackend); ok {
 		shared, conflicts, serr := backend.MergeShared(ctx, r.Client, tr.Shared, sb.SharedKinds())
 		writes += shared
+		r.metrics().writes.WithLabelValues("shared", "merge").Add(float64(shared))
 		for source, what := range conflicts {
 			for _, w := range what {
 				tr.IgnorePrefix(source, w)

@@ -31,6 +31,7 @@ func (f *failures) node(name string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.nodes[name] = fmt.Sprintf("NodeAnnouncement %s: %v", name, err)
+	managerMetricsOf().applyErrors.WithLabelValues("NodeAnnouncement").Inc()
 }
 
 // backend records a backend step's error: its object errors by source, the rest for every object.
@@ -42,6 +43,7 @@ func (f *failures) backend(err error) {
 	defer f.mu.Unlock()
 	objs := backend.ObjectErrors(err)
 	for _, oe := range objs {
+		managerMetricsOf().applyErrors.WithLabelValues(oe.Kind).Inc()
 		msg := fmt.Sprintf("%s %s: %v", oe.Kind, oe.Name, oe.Err)
 		if oe.Source == "" {
 			f.others = append(f.others, msg)

@@ -86,7 +86,9 @@ func (r *PlannerReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 			failed.backend(err)
 		}
 	}
+	start := r.Clock.Now()
 	out := plan.Compute(in)
+	r.metrics().observePlan(out, r.Clock.Since(start))
 	ign := r.agentIgnored(in)
 	defer func() {
 		if err := r.applyStatuses(ctx, in, out, ign, failed); err != nil {
@@ -99,9 +101,9 @@ func (r *PlannerReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	if c, u, d := done.created.Load(), done.updated.Load(), done.deleted.Load(); c+u+d > 0 {
 		log.FromContext(ctx).Info("Applied plan", "created", c, "updated", u, "deleted", d, "nodes", len(out.Announcements), "prefixes", len(out.Prefixes))
 	}
-	if _, err := backend.Sync(ctx, r.Client, FieldOwner, r.agentSecretsRBAC(in), nil); err != nil {
-		failed.backend(err)
-	}
+	w, err := backend.Sync(ctx, r.Client, FieldOwner, r.agentSecretsRBAC(in), nil)
+	r.metrics().countWrites(w)
+	failed.backend(err)
 	clean := true
 	if r.Backend != nil {
 		var err error
@@ -110,8 +112,12 @@ func (r *PlannerReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 			clean = false
 		}
 	}
+
 	return reconcile.Result{}, r.moveFinalizers(ctx, in, out, clean)
 }
+
+// metrics are the manager's Prometheus metrics (controller-runtime's registry).
+func (r *PlannerReconciler) metrics() *managerMetrics { return managerMetricsOf() }
 
 // read lists the plan's input from the cache.
 func (r *PlannerReconciler) read(ctx context.Context) (plan.Input, error) {

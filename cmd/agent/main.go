@@ -54,6 +54,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&birdDir, "bird-dir", "/etc/bird/anycast", "bird backend: where the include files go (bird.conf includes filters.conf, routes.conf, peers.conf from here, in that order).")
 	fs.StringVar(&birdSocket, "bird-socket", "/run/bird/bird.ctl", "bird backend: BIRD's control socket.")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8082", "Address of the agent's /healthz and /readyz endpoints; 0 turns them off.")
+	metricsAddr := fs.String("metrics-bind-address", ":8083", "Address of the agent's Prometheus /metrics; 0 turns it off.")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/anycast-agent", "Where the agent keeps its last NodeAnnouncement and the values of the Secrets it references (mode 0600), to resume them after a restart while the API server is unreachable; empty: keep nothing.")
 	fs.DurationVar(&cfg.ResumeAfter, "resume-after", 5*time.Second, "How long a restarted agent waits for its NodeAnnouncement from the API server before acting on the one in --state-dir.")
 	fs.IntVar(&cfg.ProbeConcurrency, "probe-concurrency", 8, "Health probes running at once on this node.")
@@ -115,13 +116,19 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if probeAddr != "0" {
-		l, err := net.Listen("tcp", probeAddr)
+	for _, e := range []struct {
+		flag, addr string
+		handler    http.Handler
+	}{{"--health-probe-bind-address", probeAddr, a.Handler()}, {"--metrics-bind-address", *metricsAddr, a.MetricsHandler()}} {
+		if e.addr == "0" {
+			continue
+		}
+		l, err := net.Listen("tcp", e.addr)
 		if err != nil {
 			stop()
-			return fmt.Errorf("--health-probe-bind-address: %w", err)
+			return fmt.Errorf("%s: %w", e.flag, err)
 		}
-		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: e.handler, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = srv.Serve(l) }()
 		defer srv.Close()
 	}

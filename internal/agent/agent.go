@@ -137,6 +137,7 @@ type Agent struct {
 	persist *effector[*savedState]
 	events  *eventRecorder
 	secrets *secretStore
+	metrics *metrics
 
 	alive atomic.Int64 // unix nanoseconds of the loop's last turn
 
@@ -148,6 +149,7 @@ type Agent struct {
 	provisioners map[string]*provisionRun
 	provisioning map[string]anycastv1.ProvisioningStatus
 	requested    applyRequest
+	requestedAt  time.Time    // when requested was handed to the speaker
 	held         *applyReport // the speaker's last report; nil before the first
 	sessions     []speaker.SessionStatus
 	sessionSince map[string]sessionSeen
@@ -184,6 +186,7 @@ func newAgent(cfg Config, k *kube, sp speaker.Speaker, clk clock.WithTicker, log
 		sessionSince:   map[string]sessionSeen{},
 	}
 	a.alive.Store(clk.Now().UnixNano())
+	a.metrics = newMetrics()
 	a.applier = newEffector("speaker", clk, cfg.SpeakerTimeout, 200*time.Millisecond, 5*time.Second, a.apply)
 	// The status writer retries soon: when the API server answers again, status catches up within seconds.
 	a.status = newEffector("status", clk, apiCallTimeout, 500*time.Millisecond, 5*time.Second, a.writeStatus)
@@ -436,16 +439,22 @@ func (a *Agent) push() {
 	}
 	if st := a.desired(); a.requested.seq == 0 || !st.Equal(a.requested.state) {
 		a.requested = applyRequest{seq: a.requested.seq + 1, state: st}
+		a.requestedAt = a.clock.Now()
 		a.applier.put(a.requested)
 	}
+	st := a.buildStatus()
+	sources := make(map[string]string, len(a.prefixes))
+	for pfx, run := range a.prefixes {
+		sources[pfx.String()] = run.source
+	}
+	a.metrics.observeStatus(st, sources)
 	if a.kube != nil && a.spec.Name != "" {
-		st := a.buildStatus()
 		if fp := fingerprint(st); fp != a.sentStatus {
 			a.sentStatus = fp
 			a.status.put(statusUpdate{name: a.spec.Name, status: st})
 		}
-		a.lastStatus = st
 	}
+	a.lastStatus = st
 	if a.cfg.StateDir != "" && a.spec.Name != "" {
 		saved := &savedState{NodeAnnouncement: persistable(a.spec), Secrets: a.secrets.snapshot(a.referencedSecrets(a.spec))}
 		saved.NodeAnnouncement.Status.Provisioning = a.provisioningStatus()
@@ -513,6 +522,12 @@ func (a *Agent) apply(ctx context.Context, req applyRequest) error {
 
 // takeReport records what the speaker holds; status follows it.
 func (a *Agent) takeReport(r applyReport) {
+	if r.seq == a.requested.seq && (a.held == nil || a.held.seq != r.seq) && !a.requestedAt.IsZero() {
+		a.metrics.applyLatency.Observe(r.at.Sub(a.requestedAt).Seconds())
+	}
+	if !r.OK() {
+		a.metrics.speakerErrors.Inc()
+	}
 	a.held = &r
 	a.dirty = true
 	msg := ""

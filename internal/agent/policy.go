@@ -72,6 +72,7 @@ func (a *Agent) observe(r policyResult) {
 	}
 	states := make([]anycastv1.CheckState, len(r.results))
 	for i, res := range r.results {
+		a.metrics.probe(r.run.name, r.run.spec.Checks[i].Name, res.Passed, res.Latency.Seconds())
 		before := r.run.checks[i].State()
 		states[i] = r.run.checks[i].Observe(res.Passed)
 		if states[i] != before {

@@ -28,6 +28,9 @@ func (a *Agent) Handler() http.Handler {
 	return mux
 }
 
+// MetricsHandler serves the agent's Prometheus metrics (anycast_agent_*, and Go's and the process's).
+func (a *Agent) MetricsHandler() http.Handler { return a.metrics.handler() }
+
 // Live reports whether the decision loop turned within LivenessTimeout.
 func (a *Agent) Live() error {
 	if idle := a.clock.Since(time.Unix(0, a.alive.Load())); idle > a.cfg.LivenessTimeout {

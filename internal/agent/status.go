@@ -116,6 +116,10 @@ func (a *Agent) buildStatus() anycastv1.NodeAnnouncementStatus {
 	announced, failed := 0, 0
 	for pfx, run := range a.prefixes {
 		r := a.report(pfx, run, now)
+		if r.state != run.reported.state && run.reported.state != "" {
+			a.metrics.transition(pfx.String(), run.source, r.state, r.reason)
+			a.recordTransition(pfx, run, run.reported, r)
+		}
 		run.reported = r
 		st.Prefixes = append(st.Prefixes, anycastv1.NodePrefixStatus{Prefix: anycastv1.PlannedCIDR(pfx.String()), State: r.state, Since: ptrTime(r.since),
 			Reason: r.reason, Message: truncate(r.message, 1024)})
@@ -262,9 +266,11 @@ type statusUpdate struct {
 // writeStatus is the status writer's call, on its own goroutine.
 func (a *Agent) writeStatus(ctx context.Context, u statusUpdate) error {
 	if err := a.kube.applyStatus(ctx, u.name, &u.status); err != nil {
+		a.metrics.statusWrites.WithLabelValues("error").Inc()
 		a.log.V(1).Info("Status not written; retrying", "error", err.Error())
 		return err
 	}
+	a.metrics.statusWrites.WithLabelValues("ok").Inc()
 	return nil
 }
 

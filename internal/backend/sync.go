@@ -26,14 +26,26 @@ type Kind struct {
 	Namespace string
 }
 
+// Writes counts the writes of a Sync by kind and verb ("BGPPeer/apply", "BGPPeer/delete").
+type Writes map[string]int
+
+// Total is the number of writes.
+func (w Writes) Total() int {
+	n := 0
+	for _, v := range w {
+		n += v
+	}
+	return n
+}
+
 // Sync makes the backend objects owned by the operator exactly objs. It server-side applies each object that is new
 // or differs from what was last applied (or whose applied fields someone changed), and deletes every object of the
 // kinds that carries the managed-by label but is not in objs. Objects without the label are never read for
-// deletion, written or deleted: the user's own MetalLB, Calico or Cilium objects are left alone. It returns how many
-// objects it wrote or deleted.
-func Sync(ctx context.Context, c client.Client, owner string, objs []client.Object, kinds []Kind) (int, error) {
+// deletion, written or deleted: the user's own MetalLB, Calico or Cilium objects are left alone. It returns what it
+// wrote or deleted, by kind.
+func Sync(ctx context.Context, c client.Client, owner string, objs []client.Object, kinds []Kind) (Writes, error) {
 	want := map[string]bool{}
-	writes := 0
+	writes := Writes{}
 	var errs []error
 	for _, obj := range objs {
 		u, err := toUnstructured(c.Scheme(), obj)
@@ -46,7 +58,7 @@ func Sync(ctx context.Context, c client.Client, owner string, objs []client.Obje
 			errs = append(errs, &ObjectError{Kind: u.GetKind(), Name: client.ObjectKeyFromObject(u).String(), Source: u.GetLabels()[SourceLabel], Err: err})
 		}
 		if changed {
-			writes++
+			writes[u.GetKind()+"/apply"]++
 		}
 	}
 	for _, kind := range kinds {
@@ -65,7 +77,7 @@ func Sync(ctx context.Context, c client.Client, owner string, objs []client.Obje
 					Err: fmt.Errorf("deleting %s %s: %w", gvk.Kind, client.ObjectKeyFromObject(item), err)})
 				continue
 			}
-			writes++
+			writes[gvk.Kind+"/delete"]++
 		}
 	}
 	return writes, errors.Join(errs...)

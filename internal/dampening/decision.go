@@ -178,3 +178,6 @@ func (p *Prefix) decision(reason string, wantPermit bool, now time.Time) Decisio
 	}
 	return d
 }
+
+// Settings returns the policy parameters the prefix decides with.
+func (p *Prefix) Settings() Settings { return p.settings }

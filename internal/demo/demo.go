@@ -69,7 +69,9 @@ const (
 var (
 	routerAddr = netip.MustParseAddr("127.0.0.10")
 	siteIPv6   = netip.MustParseAddr("::1")
-	sites      = []Site{
+	// agentMetricsPort is where each site's agent serves /metrics, on the site's own address.
+	agentMetricsPort uint16 = 18083
+	sites                   = []Site{
 		{Name: "ams", Node: "ams-1", Address: netip.MustParseAddr("127.0.0.11")},
 		{Name: "fra", Node: "fra-1", Address: netip.MustParseAddr("127.0.0.12")},
 		{Name: "nyc", Node: "nyc-1", Address: netip.MustParseAddr("127.0.0.13")},
@@ -188,6 +190,7 @@ func (d *demo) start(ctx context.Context) error {
 		p, err := startProcess("agent "+s.Node, filepath.Join(d.cfg.BinDir, "agent"), []string{
 			"--node-name", s.Node, "--local-address", s.Address.String(), "--namespace", Namespace,
 			"--health-probe-bind-address", "0", "--state-dir", filepath.Join(d.workDir, "state-"+s.Node),
+			"--metrics-bind-address", netip.AddrPortFrom(s.Address, agentMetricsPort).String(),
 			// The sites live on this machine's loopback, whose one IPv6 address is ::1: it is their IPv6 next hop.
 			"--node-addresses", siteIPv6.String(),
 		}, env2, filepath.Join(d.workDir, "agent-"+s.Node+".log"))

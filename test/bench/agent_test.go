@@ -89,7 +89,7 @@ func measureAgent(b *testing.B, checks int, interval, window time.Duration) (rss
 	if err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--node-name=bench-1", "--local-address=127.0.0.2", "--health-probe-bind-address=0", "--state-dir="+b.TempDir())
+	cmd := exec.Command(bin, "--node-name=bench-1", "--local-address=127.0.0.2", "--health-probe-bind-address=0", "--metrics-bind-address=127.0.0.2:0", "--state-dir="+b.TempDir())
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
