@@ -46,7 +46,7 @@ func newMetrics() *metrics {
 	m.checkFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "anycast_agent_check_failures_total",
 		Help: "Failed probes of the health check."}, []string{"policy", "check"})
 	m.applyLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "anycast_agent_decision_to_speaker_seconds",
-		Help: "From a decision to the speaker holding it (announce, withdraw, deprefer, session change).",
+		Help:    "From a decision to the speaker holding it (announce, withdraw, deprefer, session change).",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30}})
 	m.speakerErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "anycast_agent_speaker_errors_total",
 		Help: "Applies the speaker did not carry out in full (see the NodeAnnouncement's Ready condition)."})
