@@ -34,7 +34,7 @@ generate: ## DeepCopy methods of the API types and of the local Cilium types.
 manifests: ## CRDs and the manager's RBAC role from the Go markers; the chart's copies of them; Argo CD's health checks.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=anycast-manager paths=./controllers/... output:rbac:artifacts:config=config/rbac
-	rm -rf $(CHART)/files && mkdir -p $(CHART)/files/crds $(CHART)/files/rbac $(CHART)/files/admission
+	rm -rf $(CHART)/files && mkdir -p $(CHART)/files/crds $(CHART)/files/rbac $(CHART)/files/admission $(CHART)/files/observability
 	cp config/crd/bases/*.yaml $(CHART)/files/crds/
 	cp config/rbac/role.yaml $(CHART)/files/rbac/manager-role.yaml
 	cp config/rbac/service_account.yaml $(CHART)/files/rbac/manager-service-account.yaml
@@ -43,6 +43,7 @@ manifests: ## CRDs and the manager's RBAC role from the Go markers; the chart's 
 	cp config/agent/rbac.yaml $(CHART)/files/rbac/agent.yaml
 	cp config/agent/daemonset.yaml internal/agentdeploy/daemonset.yaml
 	cp config/admission/agents.yaml config/admission/manager.yaml $(CHART)/files/admission/
+	cp config/observability/alerts.yaml config/observability/dashboard.json $(CHART)/files/observability/
 	cat config/admission/agents.yaml > internal/agentdeploy/admission.yaml
 	echo --- >> internal/agentdeploy/admission.yaml
 	cat config/admission/manager.yaml >> internal/agentdeploy/admission.yaml

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -40,7 +42,22 @@ func decode(t *testing.T, manifest []byte) []*unstructured.Unstructured {
 // startAPIServer is a test API server (with the operator's CRDs) and an admin client.
 func startAPIServer(t *testing.T) client.Client {
 	t.Helper()
-	env, err := testenv.Start()
+	// The prometheus-operator's CRDs, from its module, for the chart's monitoring objects.
+	mod, err := testenv.ModuleDir(prometheusOperator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crds := t.TempDir()
+	for _, f := range []string{"podmonitors", "servicemonitors", "prometheusrules"} {
+		b, err := os.ReadFile(filepath.Join(mod, "example", "prometheus-operator-crd", "monitoring.coreos.com_"+f+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(crds, f+".yaml"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env, err := testenv.Start(testenv.WithCRDs(crds))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,6 +68,9 @@ func startAPIServer(t *testing.T) client.Client {
 	}
 	return c
 }
+
+// prometheusOperator is the module whose CRDs the chart's monitoring objects must pass (a version the proxy serves).
+const prometheusOperator = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
 
 // ensureNamespaces creates the namespaces the objects live in, as a cluster would already have them.
 func ensureNamespaces(t *testing.T, c client.Client, objs []*unstructured.Unstructured) {

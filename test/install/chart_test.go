@@ -116,6 +116,18 @@ func TestChart(t *testing.T) {
 					t.Errorf("prefix:\n%s", ap)
 				}
 			}},
+		{"monitoring", "monitoring.podMonitor.enabled=true,monitoring.serviceMonitor.enabled=true,monitoring.rules.enabled=true,monitoring.dashboard.enabled=true",
+			func(t *testing.T, objs []*unstructured.Unstructured) {
+				for _, kn := range [][2]string{{"PodMonitor", "anycast-agent"}, {"ServiceMonitor", "anycast-manager"}, {"PrometheusRule", "anycast-operator"},
+					{"ConfigMap", "anycast-operator-dashboard"}} {
+					if find(objs, kn[0], kn[1]) == nil {
+						t.Errorf("%s %s not rendered", kn[0], kn[1])
+					}
+				}
+				if cm := toString(find(objs, "ConfigMap", "anycast-operator-dashboard")); !strings.Contains(cm, "grafana_dashboard") || !strings.Contains(cm, "anycast_prefix_nodes") {
+					t.Errorf("the dashboard ConfigMap:\n%s", cm)
+				}
+			}},
 		{"quick start, NetActuate", "bgp.localASN=64512,bgp.prefixes[0]=198.51.100.0/24,bgp.netactuate.groupID=100,bgp.netactuate.apiKeySecret=netactuate-api",
 			func(t *testing.T, objs []*unstructured.Unstructured) {
 				claim := toString(find(objs, "BGPSessionClaim", "anycast"))
