@@ -52,6 +52,9 @@ func managerMetricsOf() *managerMetrics {
 				Help: "Writes the API server refused, by kind (see the objects' ApplyFailed condition)."}, []string{"kind"}),
 		}
 		metrics.Registry.MustRegister(m.prefixNodes, m.budget, m.budgetUsed, m.claimSession, m.planDuration, m.writes, m.applyErrors)
+		// Series that exist before the first occurrence, so that rate() and alerts see them go from 0.
+		m.applyErrors.WithLabelValues("NodeAnnouncement")
+		m.writes.WithLabelValues("NodeAnnouncement", "create")
 		shared = m
 	})
 	return shared
