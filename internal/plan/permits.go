@@ -132,6 +132,9 @@ func (p *planner) permitView(node string, ap *anycastv1.AnycastPrefix) permitVie
 }
 
 // unlimited: maxWithdrawn lets every node withdraw on its own (100%, the default).
+// PermitsNeeded: the prefix's nodes withdraw only with a permit (maxWithdrawn below 100%).
+func PermitsNeeded(ap *anycastv1.AnycastPrefix) bool { return !unlimited(ap.Spec.Safety) }
+
 func unlimited(safety *anycastv1.PrefixSafety) bool {
 	if safety == nil || safety.MaxWithdrawn == nil {
 		return true

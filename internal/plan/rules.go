@@ -181,6 +181,9 @@ func (r *PrefixReport) deny(rule *placementRule, claim, prefix string) {
 	r.Denials = append(r.Denials, Denial{Claim: claim, Prefixes: []string{prefix}, Reason: rule.reason, rule: rule})
 }
 
+// Message explains the denial in a sentence.
+func (d Denial) Message() string { return d.rule.message(d) }
+
 // Denied returns the denials of one reason, in the order they were found.
 func (r *PrefixReport) Denied(reason string) []Denial {
 	var out []Denial
