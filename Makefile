@@ -121,10 +121,11 @@ bench: envtest-assets metallb-speaker ## Benchmarks; figures go to docs/performa
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager, the agent and the demo into bin/.
-	@echo "Building bin/manager, bin/agent and bin/demo (the first build compiles the dependencies: a few minutes)"
+build: ## Build the manager, the agent, the kubectl plugin and the demo into bin/.
+	@echo "Building bin/manager, bin/agent, bin/kubectl-anycast and bin/demo (the first build compiles the dependencies: a few minutes)"
 	go build -ldflags "$(LDFLAGS)" -o bin/manager ./cmd/manager
 	go build -ldflags "$(LDFLAGS)" -o bin/agent ./cmd/agent
+	go build -ldflags "$(LDFLAGS)" -o bin/kubectl-anycast ./cmd/kubectl-anycast
 	go build -o bin/demo ./cmd/demo
 
 IMAGE_REPO ?= ghcr.io/anycast-operator
@@ -135,6 +136,10 @@ docker-build: ## Build the manager, agent and agent-bird images (needs a Docker 
 	docker build --build-arg COMPONENT=manager --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/manager:$(IMAGE_TAG) .
 	docker build --build-arg COMPONENT=agent --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/agent:$(IMAGE_TAG) .
 	docker build --build-arg COMPONENT=agent --build-arg VERSION=$(VERSION) --target agent-bird -t $(IMAGE_REPO)/agent-bird:$(IMAGE_TAG) .
+
+.PHONY: plugin-release
+plugin-release: ## Package kubectl-anycast for krew: dist/plugin/ (an archive per platform and the krew manifest).
+	hack/plugin-release.sh
 
 .PHONY: build-installer
 build-installer: envtest-assets ## Write dist/install.yaml: everything of config/default in one file (kubectl apply -f).

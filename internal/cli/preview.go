@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -370,13 +371,25 @@ func move(was, will slot, after *plan.PrefixReport) (Move, bool) {
 			changes = append(changes, fmt.Sprintf("paused %t -> %t", was.e.Paused, will.e.Paused))
 		}
 		if !equality.Semantic.DeepEqual(was.e.Attributes, will.e.Attributes) {
-			changes = append(changes, "attributes change")
+			changes = append(changes, fmt.Sprintf("attributes %s -> %s", attributesText(was.e.Attributes), attributesText(will.e.Attributes)))
 		}
 		if len(changes) > 0 {
 			return Move{What: MoveUpdate, Detail: strings.Join(changes, ", ")}, true
 		}
 	}
 	return Move{}, false
+}
+
+// attributesText is BGP attributes as compact JSON, {} for none.
+func attributesText(a *anycastv1.BGPAttributes) string {
+	if a == nil {
+		return "{}"
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
 }
 
 func claimList(list []anycastv1.LocalObjectName) string {

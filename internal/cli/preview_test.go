@@ -119,7 +119,7 @@ spec:
   safety: {maxWithdrawn: 1}
 `)
 			},
-			want: []string{`~ update    a1: health policy "" -> "hp", attributes change`}},
+			want: []string{`~ update    a1: health policy "" -> "hp", attributes {} -> {"communities":["64512:100"]}`}},
 		{name: "nothing changes", change: func(t *testing.T) (plan.Input, plan.Input) { in := cluster(); return in, yamlChange(t, in, "") },
 			want: []string{"No prefix is announced or withdrawn anywhere by this change."}},
 	} {

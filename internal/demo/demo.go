@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/speaker/bgptest"
@@ -113,6 +114,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	viewDone := make(chan struct{})
 	go func() { defer close(viewDone); d.view(viewCtx) }()
 	scenarioErr := d.scenario(ctx)
+	if scenarioErr == nil {
+		if err := d.writePreviewExample(ctx); err != nil {
+			scenarioErr = fmt.Errorf("writing the example for kubectl anycast plan: %w", err)
+		}
+	}
 	d.mu.Lock()
 	d.done = true
 	d.mu.Unlock()
@@ -143,7 +149,7 @@ func (d *demo) start(ctx context.Context) error {
 	if d.workDir, err = os.MkdirTemp("", "anycast-demo-"); err != nil {
 		return err
 	}
-	for _, bin := range []string{"manager", "agent"} {
+	for _, bin := range []string{"manager", "agent", "kubectl-anycast"} {
 		if _, err := os.Stat(filepath.Join(d.cfg.BinDir, bin)); err != nil {
 			return fmt.Errorf("%s binary not found in %s: run `make build`", bin, d.cfg.BinDir)
 		}
@@ -262,6 +268,28 @@ func (d *demo) objects() []client.Object {
 	prefix.Spec.HealthPolicyRef = &anycastv1.ObjectReference{Name: "web"}
 	prefix.Spec.Attributes = &anycastv1.BGPAttributes{Communities: []anycastv1.Community{"64512:100"}}
 	return []client.Object{claim, policy, prefix}
+}
+
+// previewFile is a change for `kubectl anycast plan -f` to preview: web without the last site.
+func (d *demo) previewFile() string {
+	return filepath.Join(d.workDir, "web-without-"+sites[len(sites)-1].Name+".yaml")
+}
+
+// writePreviewExample writes the live AnycastPrefix web, as a manifest, with the last site taken out.
+func (d *demo) writePreviewExample(ctx context.Context) error {
+	live := &anycastv1.AnycastPrefix{}
+	if err := d.k8s.Get(ctx, client.ObjectKey{Name: "web"}, live); err != nil {
+		return err
+	}
+	ap := &anycastv1.AnycastPrefix{ObjectMeta: metav1.ObjectMeta{Name: live.Name}, Spec: live.Spec,
+		TypeMeta: metav1.TypeMeta{APIVersion: anycastv1.GroupVersion.String(), Kind: "AnycastPrefix"}}
+	ap.Spec.NodeSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+		Key: "anycast.dev/site", Operator: metav1.LabelSelectorOpNotIn, Values: []string{sites[len(sites)-1].Name}}}}
+	b, err := yaml.Marshal(ap)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(d.previewFile(), b, 0o644)
 }
 
 func cidrs(ps []netip.Prefix) []anycastv1.CIDR {

@@ -106,15 +106,20 @@ func (d *demo) redraw(ctx context.Context) {
 func (d *demo) tryThis() string {
 	fra, nyc := d.services[1].site, sites[2]
 	var b strings.Builder
-	fmt.Fprintf(&b, "Try it, in another terminal:\n  export KUBECONFIG=%s PATH=%s:$PATH\n", d.kubeconfig, filepath.Dir(d.kubectl))
+	bin, _ := filepath.Abs(d.cfg.BinDir)
+	fmt.Fprintf(&b, "Try it, in another terminal:\n  export KUBECONFIG=%s PATH=%s:%s:$PATH\n", d.kubeconfig, bin, filepath.Dir(d.kubectl))
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	for _, l := range [][2]string{
 		{"kubectl get anycast", "all four kinds, with their status"},
 		{"kubectl get nodeannouncement " + fra.Node + " -o yaml", "what the manager planned for the node, what its agent reports"},
+		{"kubectl anycast status", "per prefix and node: state, since, reason, sessions, permit; the budget"},
+		{"kubectl anycast explain web " + fra.Node, "why " + fra.Node + " announces web (or does not), in sentences"},
+		{"kubectl anycast plan -f " + d.previewFile() + " --max-withdraw 0", "preview taking web off " + nyc.Node + ": exits 2, nothing applied"},
+		{"curl -s " + fmt.Sprintf("http://%s/metrics", netip.AddrPortFrom(fra.Address, agentMetricsPort)) + " | grep ^anycast_", fra.Node + "'s agent's metrics"},
 		{"curl -X POST " + d.services[1].url("/fail"), "fail " + fra.Node + "'s service by hand: its paths leave the router"},
 		{"curl -X POST " + d.services[1].url("/recover"), "... and return after the re-announce delay"},
 		{"kubectl edit healthpolicy web", "e.g. fallThreshold, dampening.reannounceDelay, onUnhealthy: Deprefer"},
-		{"kubectl annotate node " + nyc.Node + " anycast.dev/drain=true", "planned maintenance: deprefer at once, then withdraw"},
+		{"kubectl anycast drain " + nyc.Node, "planned maintenance: deprefer at once, then withdraw (undrain to return)"},
 		{"tail -f " + filepath.Join(d.workDir, "agent-"+fra.Node+".log"), "the agent's decisions"},
 	} {
 		fmt.Fprintf(w, "  %s\t# %s\n", l[0], l[1])

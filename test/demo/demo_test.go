@@ -4,6 +4,7 @@ package demo_test
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -26,7 +27,7 @@ func TestDemoCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := t.TempDir()
-	for _, cmd := range []string{"manager", "agent", "demo"} {
+	for _, cmd := range []string{"manager", "agent", "kubectl-anycast", "demo"} {
 		build := exec.Command("go", "build", "-o", filepath.Join(bin, cmd), "./cmd/"+cmd)
 		build.Dir = root
 		if out, err := build.CombinedOutput(); err != nil {
@@ -59,8 +60,10 @@ func TestDemoCheck(t *testing.T) {
 	completed := false
 	var children map[int]string
 	var kubeconfig, path string
+	var demoOutput []string
 	for line := range lines {
 		t.Log(line)
+		demoOutput = append(demoOutput, line)
 		completed = completed || strings.Contains(line, "Scenario complete: all 4 steps observed at the router")
 		if strings.HasPrefix(strings.TrimSpace(line), "export KUBECONFIG=") {
 			kubeconfig, path = exportedVars(line)
@@ -70,11 +73,34 @@ func TestDemoCheck(t *testing.T) {
 				t.Fatal("the demo stays up without having completed its scenario")
 			}
 			// What the demo tells a person to try works.
-			out, err := exec.Command(filepath.Join(path, "kubectl"), "--kubeconfig", kubeconfig, "get", "anycast").CombinedOutput()
-			if err != nil || !strings.Contains(string(out), "anycastprefix.anycast.dev/web") {
+			kubectl := func(args ...string) (string, error) {
+				cmd := exec.Command("kubectl", args...)
+				cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "PATH="+path+":"+os.Getenv("PATH"))
+				if cmd.Path, err = lookPath("kubectl", path); err != nil {
+					return "", err
+				}
+				out, err := cmd.CombinedOutput()
+				return string(out), err
+			}
+			out, err := kubectl("get", "anycast")
+			if err != nil || !strings.Contains(out, "anycastprefix.anycast.dev/web") {
 				t.Errorf("kubectl get anycast, as the demo suggests: %v\n%s", err, out)
 			}
 			t.Logf("kubectl get anycast:\n%s", out)
+			if out, err = kubectl("anycast", "status"); err != nil || !strings.Contains(out, "web: announced from 3 of 3 eligible nodes") {
+				t.Errorf("kubectl anycast status, as the demo suggests: %v\n%s", err, out)
+			}
+			t.Logf("kubectl anycast status:\n%s", out)
+			if planCmd := suggested(demoOutput, "kubectl anycast plan"); planCmd == nil {
+				t.Error("the demo does not suggest kubectl anycast plan")
+			} else {
+				out, err = kubectl(planCmd[1:]...)
+				var exit *exec.ExitError
+				if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(out, "refused: the change takes") {
+					t.Errorf("%s: want exit 2 (refused by --max-withdraw 0): %v\n%s", strings.Join(planCmd, " "), err, out)
+				}
+				t.Logf("%s:\n%s", strings.Join(planCmd, " "), out)
+			}
 			children = descendants(t, demo.Process.Pid)
 			var names []string
 			for pid, cmd := range children {
@@ -134,10 +160,31 @@ func exportedVars(line string) (kubeconfig, path string) {
 			kubeconfig = v
 		}
 		if v, ok := strings.CutPrefix(f, "PATH="); ok {
-			path, _, _ = strings.Cut(v, ":")
+			path = strings.TrimSuffix(v, ":$PATH")
 		}
 	}
 	return kubeconfig, path
+}
+
+// lookPath finds a command in the directories the demo adds to PATH.
+func lookPath(name, path string) (string, error) {
+	for _, dir := range filepath.SplitList(path) {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err == nil && fi.Mode()&0o111 != 0 {
+			return filepath.Join(dir, name), nil
+		}
+	}
+	return "", fmt.Errorf("%s not in the demo's PATH %s", name, path)
+}
+
+// suggested returns the words of the command the demo suggests that starts with prefix (before its # comment).
+func suggested(lines []string, prefix string) []string {
+	for _, l := range lines {
+		if cmd, ok := strings.CutPrefix(strings.TrimSpace(l), prefix); ok {
+			cmd, _, _ = strings.Cut(prefix+cmd, "#")
+			return strings.Fields(cmd)
+		}
+	}
+	return nil
 }
 
 // descendants lists the processes below pid with their command lines, from /proc.
