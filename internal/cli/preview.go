@@ -10,10 +10,12 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -147,6 +149,14 @@ func put[T any, P object[T]](ctx context.Context, c client.Client, u *unstructur
 		obj.SetAnnotations(file.GetAnnotations())
 	} else {
 		obj = file
+		// Without a dry run nothing stamps it: it is newer than every object there (the older one wins overlaps).
+		var newest metav1.Time
+		for j := range *list {
+			if t := P(&(*list)[j]).GetCreationTimestamp(); newest.Before(&t) {
+				newest = t
+			}
+		}
+		obj.SetCreationTimestamp(metav1.NewTime(newest.Add(time.Second)))
 	}
 	if c != nil {
 		var err error

@@ -120,6 +120,17 @@ spec:
 `)
 			},
 			want: []string{`~ update    a1: health policy "" -> "hp", attributes {} -> {"communities":["64512:100"]}`}},
+		{name: "a new prefix is newer than the live ones: it loses the overlap",
+			change: func(t *testing.T) (plan.Input, plan.Input) {
+				in := cluster()
+				return in, yamlChange(t, in, `
+apiVersion: anycast.dev/v1alpha1
+kind: AnycastPrefix
+metadata: {name: wide}
+spec: {prefixes: [198.51.100.0/23], sessionClaims: [edge]}
+`)
+			},
+			want: []string{`! AnycastPrefix wide: Overlap: Overlaps AnycastPrefix "web"`, "No prefix is announced or withdrawn anywhere"}},
 		{name: "nothing changes", change: func(t *testing.T) (plan.Input, plan.Input) { in := cluster(); return in, yamlChange(t, in, "") },
 			want: []string{"No prefix is announced or withdrawn anywhere by this change."}},
 	} {
