@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
@@ -56,7 +57,7 @@ func newMetrics() *metrics {
 		Help: "Writes of the NodeAnnouncement's status, by result (ok, error)."}, []string{"result"})
 	m.reg.MustRegister(m.sessionUp, m.sessionState, m.prefixState, m.transitions, m.checkUp, m.checkDuration, m.checkFailures,
 		m.applyLatency, m.speakerErrors, m.permitHeld, m.statusWrites,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
