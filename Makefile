@@ -24,6 +24,15 @@ GO_TEST_FLAGS ?=
 .PHONY: all
 all: build
 
+.PHONY: deps
+deps: ## Install the Debian packages the tests, benchmarks and demo need (as root; the list is hack/preflight.sh's).
+	hack/preflight.sh --install test
+
+# preflight-<target>: what the target needs from this machine, checked before anything is built.
+.PHONY: preflight-test preflight-demo preflight-bench
+preflight-test preflight-demo preflight-bench:
+	@hack/preflight.sh $(@:preflight-%=%)
+
 ##@ Generate
 
 .PHONY: generate
@@ -91,7 +100,7 @@ metallb-speaker: ## Build MetalLB's speaker and its configuration validator from
 	METALLB_VERSION=$(METALLB_VERSION) METALLB_SPEAKER_DIR=$(METALLB_SPEAKER_DIR) hack/build-metallb-speaker.sh
 
 .PHONY: test
-test: verify-gen lint envtest-assets metallb-speaker ## All tests, including those against a real API server, and demo-check.
+test: preflight-test verify-gen lint envtest-assets metallb-speaker ## All tests, including those against a real API server, and demo-check.
 	$(TEST_ENV) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/demo) -count=1
 	cd test/upstream && go vet ./... && go test $(GO_TEST_FLAGS) ./... -count=1
 	$(MAKE) --no-print-directory build-installer
@@ -105,11 +114,11 @@ demo-check: envtest-assets ## The demo's scenario with short timings; fails unle
 ##@ Demo
 
 .PHONY: demo
-demo: envtest-assets build ## Run the product on this machine, live (Ctrl-C stops everything).
+demo: preflight-demo envtest-assets build ## Run the product on this machine, live (Ctrl-C stops everything).
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) bin/demo --bin-dir bin
 
 .PHONY: bench
-bench: envtest-assets metallb-speaker ## Benchmarks; figures go to docs/performance.md.
+bench: preflight-bench envtest-assets metallb-speaker ## Benchmarks; figures go to docs/performance.md.
 	go test ./internal/plan/ -run '^$$' -bench . -benchmem -count=5
 	go test ./internal/speaker/embedded/ -run '^$$' -bench DecisionToRouter -benchtime=2000x -count=3
 	go test ./internal/speaker/bird/ -run '^$$' -bench DecisionToRouter -benchtime=300x -count=2
