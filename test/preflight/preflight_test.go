@@ -3,6 +3,7 @@
 package preflight_test
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,15 +31,32 @@ func barePath(t *testing.T) string {
 	return dir
 }
 
+// freshMakeEnv is this process's environment without what an enclosing make passes to its children (jobserver
+// descriptors, flags, the nesting level): the make started here behaves as a newcomer's would.
+func freshMakeEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		switch strings.SplitN(kv, "=", 2)[0] {
+		case "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "GNUMAKEFLAGS", "PATH":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
 func TestMakeTestStopsFirstWithTheInstallCommand(t *testing.T) {
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, target := range []string{"test", "bench"} {
-		cmd := exec.Command("make", "--no-print-directory", target)
+		// A deadline, so that a preflight that wrongly passes cannot turn this into a whole second make test.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "make", "--no-print-directory", target)
 		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "PATH="+barePath(t))
+		cmd.Env = append(freshMakeEnv(), "PATH="+barePath(t))
 		start := time.Now()
 		out, err := cmd.CombinedOutput()
 		t.Logf("make %s stopped after %s:\n%s", target, time.Since(start).Round(time.Millisecond), out)
@@ -92,6 +110,7 @@ func TestDepsHasNothingToDoWhenEverythingIsThere(t *testing.T) {
 	}
 	cmd := exec.Command("make", "--no-print-directory", "deps")
 	cmd.Dir = root
+	cmd.Env = append(freshMakeEnv(), "PATH="+os.Getenv("PATH"))
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "every package make test needs is installed") {
 		t.Fatalf("make deps: %v\n%s", err, out)
