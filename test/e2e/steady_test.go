@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/agent"
 	"github.com/anycast-operator/anycast-operator/internal/speaker/bgptest"
 	"github.com/anycast-operator/anycast-operator/internal/speaker/embedded"
@@ -61,7 +62,13 @@ func TestAgentSteadyStateWritesNoStatus(t *testing.T) {
 		return statusWrites.Load() - writes
 	}
 	converge := func(what string) {
-		// Converged once ten probe rounds pass without a status write (sessions, checks and prefixes settled).
+		// Converged once the status shows the session Established (the agent reads session states every
+		// SessionPoll, so the router can hold the prefix a poll before the status says so) and ten probe rounds
+		// then pass without a status write.
+		poll(t, what+": the session reads Established", func() (bool, string) {
+			s := getNA(t, k8s, "edge-1").Status.Sessions
+			return len(s) == 1 && s[0].State == anycastv1.SessionEstablished, fmt.Sprintf("%+v", s)
+		})
 		poll(t, what+" settles", func() (bool, string) { return quiet(10) == 0, "status still changing" })
 	}
 
