@@ -4,7 +4,8 @@
 # code the speaker and controller use to accept or refuse a configuration) on objects the backend writes.
 # Idempotent: a version already built is reused.
 #
-#   hack/build-metallb-speaker.sh      # builds bin/metallb/<version>/{speaker,validate} and prints that directory last
+#   hack/build-metallb-speaker.sh                  # builds bin/metallb/<version>/{speaker,validate}, prints that directory last
+#   hack/build-metallb-speaker.sh --download-only  # only fetches the modules the builds need (hack/prefetch.sh)
 #
 # The validator is the only code of ours that is compiled inside MetalLB's module (Go lets only a module's own
 # packages import its internal/ ones): a copy of the module from the module cache, with this script's small main
@@ -13,6 +14,9 @@
 # v0.16.1, not the v0.16.2 the operator's API types come from: v0.16.2 requires github.com/metallb/frr-k8s v0.0.27,
 # which the module proxy does not serve. The speaker is built in a throwaway module, like the API server.
 set -euo pipefail
+
+download_only=false
+[ "${1:-}" = "--download-only" ] && download_only=true
 
 METALLB_VERSION="${METALLB_VERSION:-0.16.1}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,18 +31,21 @@ trap 'chmod -R u+w "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 if [ -x "$OUT/speaker" ] && [ "$(cat "$OUT/.speaker.version" 2>/dev/null)" = "v$METALLB_VERSION" ]; then
   log "speaker v$METALLB_VERSION cached in $OUT"
 else
-  log "building MetalLB's speaker v$METALLB_VERSION from the module proxy (first time only; a few minutes on 2 cores)"
   mkdir -p "$WORK/speaker"
   printf 'module metallbspeaker.local\ngo 1.26\n' > "$WORK/speaker/go.mod"
+  log "speaker: resolving and downloading modules"
   (cd "$WORK/speaker" && GOFLAGS=-mod=mod go get "go.universe.tf/metallb/speaker@v$METALLB_VERSION" >/dev/null 2>"$WORK/get.log") || { cat "$WORK/get.log" >&2; exit 1; }
-  log "speaker: compiling"
+  $download_only && exit 0   # the validator's module is the speaker's, fetched by now
+  log "building MetalLB's speaker v$METALLB_VERSION from the module proxy (first time only; a few minutes on 2 cores)"
   (cd "$WORK/speaker" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$OUT/speaker.tmp" go.universe.tf/metallb/speaker)
   mv "$OUT/speaker.tmp" "$OUT/speaker"
   echo "v$METALLB_VERSION" > "$OUT/.speaker.version"
   log "speaker: done"
 fi
 
-if [ -x "$OUT/validate" ] && [ "$(cat "$OUT/.validate.version" 2>/dev/null)" = "v$METALLB_VERSION-1" ]; then
+if $download_only; then
+  exit 0
+elif [ -x "$OUT/validate" ] && [ "$(cat "$OUT/.validate.version" 2>/dev/null)" = "v$METALLB_VERSION-1" ]; then
   log "validate v$METALLB_VERSION cached in $OUT"
 else
   log "building MetalLB's configuration validator v$METALLB_VERSION"
