@@ -134,7 +134,8 @@ bench: preflight-bench prefetch-background envtest-assets metallb-speaker ## Ben
 	$(TEST_ENV) go test ./test/e2e/ -run '^$$' -bench ServiceDeath -benchtime=20x -timeout 10m
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/bench/ -run '^$$' -bench ColdConvergence -benchtime=3x -timeout 30m
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/bench/ -run '^$$' -bench ManagerScale -benchtime=2x -timeout 60m
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/bench/ -run '^$$' -bench AgentFootprint -benchtime=1x -timeout 10m
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/bench/ -run '^$$' -bench AgentFootprint -benchtime=1x -timeout 20m
+	$(TEST_ENV) go test ./test/e2e/ -run '^$$' -bench MetalLBSpeakerFootprint -benchtime=1x -count=2 -timeout 10m
 
 ##@ Build
 

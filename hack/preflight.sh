@@ -28,6 +28,7 @@ routers=(
   "bird:bird2:the BIRD backend's tests run a real BIRD 2 daemon"
   "birdc:bird2:the BIRD backend drives BIRD through birdc"
   "ip:iproute2:tests create network namespaces and veth pairs"
+  "vtysh:frr:the embedded speaker is tested against FRR's bgpd as the upstream router"
 )
 case "$target" in
   test|bench) needs=("${base[@]}" "${routers[@]}") root=true ;;

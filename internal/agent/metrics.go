@@ -3,66 +3,61 @@ package agent
 import (
 	"net/http"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/internal/promtext"
 )
 
 // The agent's metrics, on a registry of its own (no global state): what its node announces, why, its sessions and
-// checks, and how fast decisions reach the speaker. Every label is bounded by the node's spec (claims, peers,
-// prefixes, policies, checks) or by an enum (states, reasons); never an error text or a time.
+// checks, and how fast decisions reach the speaker, with the process's CPU, memory and goroutines. Every label is
+// bounded by the node's spec (claims, peers, prefixes, policies, checks) or by an enum (states, reasons); never an
+// error text or a time.
 type metrics struct {
-	reg *prometheus.Registry
+	reg *promtext.Registry
 
-	sessionUp     *prometheus.GaugeVec
-	sessionState  *prometheus.GaugeVec
-	prefixState   *prometheus.GaugeVec
-	transitions   *prometheus.CounterVec
-	checkUp       *prometheus.GaugeVec
-	checkDuration *prometheus.HistogramVec
-	checkFailures *prometheus.CounterVec
-	applyLatency  prometheus.Histogram
-	speakerErrors prometheus.Counter
-	permitHeld    *prometheus.GaugeVec
-	statusWrites  *prometheus.CounterVec
+	sessionUp     *promtext.GaugeVec
+	sessionState  *promtext.GaugeVec
+	prefixState   *promtext.GaugeVec
+	transitions   *promtext.CounterVec
+	checkUp       *promtext.GaugeVec
+	checkDuration *promtext.HistogramVec
+	checkFailures *promtext.CounterVec
+	applyLatency  *promtext.HistogramVec
+	speakerErrors *promtext.CounterVec
+	permitHeld    *promtext.GaugeVec
+	statusWrites  *promtext.CounterVec
 }
 
 func newMetrics() *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
-	m.sessionUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "anycast_agent_bgp_session_up",
-		Help: "1 while the BGP session to the peer is Established, 0 otherwise."}, []string{"claim", "peer"})
-	m.sessionState = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "anycast_agent_bgp_session_state",
-		Help: "The BGP session's state: 1 for the current one (Idle, Connect, Active, OpenSent, OpenConfirm, Established, Unknown)."}, []string{"claim", "peer", "state"})
-	m.prefixState = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "anycast_agent_prefix_state",
-		Help: "What the router was told of the prefix from this node: 1 for the current state (Announced, Withdrawn, Deprefered, Pending)."}, []string{"prefix", "anycastprefix", "state"})
-	m.transitions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "anycast_agent_prefix_transitions_total",
-		Help: "Changes of a prefix's state at the router, by new state and cause."}, []string{"prefix", "anycastprefix", "to", "reason"})
-	m.checkUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "anycast_agent_check_up",
-		Help: "The health check's state after rise/fall: 1 Passing, 0 Failing, -1 Unknown."}, []string{"policy", "check"})
-	m.checkDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "anycast_agent_check_duration_seconds",
-		Help: "How long each probe of the health check took.", Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}},
-		[]string{"policy", "check"})
-	m.checkFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "anycast_agent_check_failures_total",
-		Help: "Failed probes of the health check."}, []string{"policy", "check"})
-	m.applyLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "anycast_agent_decision_to_speaker_seconds",
-		Help:    "From a decision to the speaker holding it (announce, withdraw, deprefer, session change).",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30}})
-	m.speakerErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "anycast_agent_speaker_errors_total",
-		Help: "Applies the speaker did not carry out in full (see the NodeAnnouncement's Ready condition)."})
-	m.permitHeld = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "anycast_agent_permit_held",
-		Help: "1 while the node holds the AnycastPrefix's withdrawal permit (maxWithdrawn)."}, []string{"anycastprefix"})
-	m.statusWrites = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "anycast_agent_status_writes_total",
-		Help: "Writes of the NodeAnnouncement's status, by result (ok, error)."}, []string{"result"})
-	m.reg.MustRegister(m.sessionUp, m.sessionState, m.prefixState, m.transitions, m.checkUp, m.checkDuration, m.checkFailures,
-		m.applyLatency, m.speakerErrors, m.permitHeld, m.statusWrites,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r := promtext.NewRegistry()
+	m := &metrics{reg: r}
+	m.sessionUp = promtext.NewGaugeVec(r, "anycast_agent_bgp_session_up",
+		"1 while the BGP session to the peer is Established, 0 otherwise.", "claim", "peer")
+	m.sessionState = promtext.NewGaugeVec(r, "anycast_agent_bgp_session_state",
+		"The BGP session's state: 1 for the current one (Idle, Connect, Active, OpenSent, OpenConfirm, Established, Unknown).", "claim", "peer", "state")
+	m.prefixState = promtext.NewGaugeVec(r, "anycast_agent_prefix_state",
+		"What the router was told of the prefix from this node: 1 for the current state (Announced, Withdrawn, Deprefered, Pending).", "prefix", "anycastprefix", "state")
+	m.transitions = promtext.NewCounterVec(r, "anycast_agent_prefix_transitions_total",
+		"Changes of a prefix's state at the router, by new state and cause.", "prefix", "anycastprefix", "to", "reason")
+	m.checkUp = promtext.NewGaugeVec(r, "anycast_agent_check_up",
+		"The health check's state after rise/fall: 1 Passing, 0 Failing, -1 Unknown.", "policy", "check")
+	m.checkDuration = promtext.NewHistogramVec(r, "anycast_agent_check_duration_seconds", "How long each probe of the health check took.",
+		[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}, "policy", "check")
+	m.checkFailures = promtext.NewCounterVec(r, "anycast_agent_check_failures_total", "Failed probes of the health check.", "policy", "check")
+	m.applyLatency = promtext.NewHistogramVec(r, "anycast_agent_decision_to_speaker_seconds",
+		"From a decision to the speaker holding it (announce, withdraw, deprefer, session change).",
+		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30})
+	m.speakerErrors = promtext.NewCounterVec(r, "anycast_agent_speaker_errors_total",
+		"Applies the speaker did not carry out in full (see the NodeAnnouncement's Ready condition).")
+	m.permitHeld = promtext.NewGaugeVec(r, "anycast_agent_permit_held",
+		"1 while the node holds the AnycastPrefix's withdrawal permit (maxWithdrawn).", "anycastprefix")
+	m.statusWrites = promtext.NewCounterVec(r, "anycast_agent_status_writes_total",
+		"Writes of the NodeAnnouncement's status, by result (ok, error).", "result")
+	promtext.AddProcessMetrics(r)
 	return m
 }
 
 // handler serves the metrics.
-func (m *metrics) handler() http.Handler { return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}) }
+func (m *metrics) handler() http.Handler { return m.reg.Handler() }
 
 var (
 	prefixStates  = []anycastv1.PrefixState{anycastv1.PrefixAnnounced, anycastv1.PrefixWithdrawn, anycastv1.PrefixDeprefered, anycastv1.PrefixPending}
@@ -75,15 +70,15 @@ func (m *metrics) observeStatus(st anycastv1.NodeAnnouncementStatus, sources map
 	m.prefixState.Reset()
 	for _, p := range st.Prefixes {
 		for _, s := range prefixStates {
-			m.prefixState.WithLabelValues(string(p.Prefix), sources[string(p.Prefix)], string(s)).Set(boolValue(p.State == s))
+			m.prefixState.Set(boolValue(p.State == s), string(p.Prefix), sources[string(p.Prefix)], string(s))
 		}
 	}
 	m.sessionUp.Reset()
 	m.sessionState.Reset()
 	for _, s := range st.Sessions {
-		m.sessionUp.WithLabelValues(string(s.Claim), s.PeerAddress).Set(boolValue(s.State == anycastv1.SessionEstablished))
+		m.sessionUp.Set(boolValue(s.State == anycastv1.SessionEstablished), string(s.Claim), s.PeerAddress)
 		for _, x := range sessionStates {
-			m.sessionState.WithLabelValues(string(s.Claim), s.PeerAddress, string(x)).Set(boolValue(s.State == x))
+			m.sessionState.Set(boolValue(s.State == x), string(s.Claim), s.PeerAddress, string(x))
 		}
 	}
 	m.checkUp.Reset()
@@ -95,24 +90,24 @@ func (m *metrics) observeStatus(st anycastv1.NodeAnnouncementStatus, sources map
 		case anycastv1.CheckFailing:
 			v = 0
 		}
-		m.checkUp.WithLabelValues(string(c.Policy), c.Name).Set(v)
+		m.checkUp.Set(v, string(c.Policy), c.Name)
 	}
 	m.permitHeld.Reset()
 	for _, p := range st.Permits {
-		m.permitHeld.WithLabelValues(p).Set(1)
+		m.permitHeld.Set(1, p)
 	}
 }
 
 // transition counts a prefix's change of state at the router.
 func (m *metrics) transition(prefix, source string, to anycastv1.PrefixState, reason string) {
-	m.transitions.WithLabelValues(prefix, source, string(to), reason).Inc()
+	m.transitions.Inc(prefix, source, string(to), reason)
 }
 
 // probe records one probe of a check.
 func (m *metrics) probe(policy, check string, passed bool, seconds float64) {
-	m.checkDuration.WithLabelValues(policy, check).Observe(seconds)
+	m.checkDuration.Observe(seconds, policy, check)
 	if !passed {
-		m.checkFailures.WithLabelValues(policy, check).Inc()
+		m.checkFailures.Inc(policy, check)
 	}
 }
 

@@ -266,11 +266,11 @@ type statusUpdate struct {
 // writeStatus is the status writer's call, on its own goroutine.
 func (a *Agent) writeStatus(ctx context.Context, u statusUpdate) error {
 	if err := a.kube.applyStatus(ctx, u.name, &u.status); err != nil {
-		a.metrics.statusWrites.WithLabelValues("error").Inc()
+		a.metrics.statusWrites.Inc("error")
 		a.log.V(1).Info("Status not written; retrying", "error", err.Error())
 		return err
 	}
-	a.metrics.statusWrites.WithLabelValues("ok").Inc()
+	a.metrics.statusWrites.Inc("ok")
 	return nil
 }
 

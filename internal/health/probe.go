@@ -5,11 +5,16 @@ package health
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -17,10 +22,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/miekg/dns"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"golang.org/x/net/dns/dnsmessage"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 )
@@ -74,9 +77,16 @@ func New(c anycastv1.HealthCheck, node Node) (Probe, error) {
 		return tcpProbe{address: a}, err
 	case c.DNS != nil:
 		a, err := node.expand(string(c.DNS.Server))
+		if err != nil {
+			return nil, err
+		}
 		d := *c.DNS
 		d.Server = anycastv1.HostPort(a)
-		return newDNS(&d), err
+		p, err := newDNS(&d)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
 	case c.GRPC != nil:
 		a, err := node.expand(string(c.GRPC.Address))
 		return grpcProbe{address: a, service: c.GRPC.Service}, err
@@ -197,64 +207,220 @@ func (p tcpProbe) Probe(ctx context.Context) error {
 	return conn.Close()
 }
 
+// dnsProbe sends one query with recursion desired, over UDP and, when the answer is truncated, again over TCP, and
+// passes on the expected response code. It is built on golang.org/x/net/dns/dnsmessage, the parser Go's own
+// resolver uses.
 type dnsProbe struct {
-	server string
-	msg    *dns.Msg
-	rcode  int
+	server   string
+	question dnsmessage.Question
+	rcode    dnsmessage.RCode
 }
 
-func newDNS(c *anycastv1.DNSCheck) *dnsProbe {
-	qtype := dns.TypeA
-	if t, ok := dns.StringToType[string(c.Type)]; ok && c.Type != "" {
-		qtype = t
+var (
+	dnsTypes = map[anycastv1.DNSQueryType]dnsmessage.Type{"A": dnsmessage.TypeA, "AAAA": dnsmessage.TypeAAAA,
+		"CNAME": dnsmessage.TypeCNAME, "MX": dnsmessage.TypeMX, "NS": dnsmessage.TypeNS, "PTR": dnsmessage.TypePTR,
+		"SOA": dnsmessage.TypeSOA, "SRV": dnsmessage.TypeSRV, "TXT": dnsmessage.TypeTXT}
+	dnsRcodes = map[anycastv1.DNSRcode]dnsmessage.RCode{"NOERROR": dnsmessage.RCodeSuccess, "NXDOMAIN": dnsmessage.RCodeNameError,
+		"SERVFAIL": dnsmessage.RCodeServerFailure, "REFUSED": dnsmessage.RCodeRefused}
+)
+
+func newDNS(c *anycastv1.DNSCheck) (*dnsProbe, error) {
+	qtype, ok := dnsTypes[c.Type]
+	if c.Type == "" {
+		qtype, ok = dnsmessage.TypeA, true
 	}
-	rcode := dns.RcodeSuccess
-	if r, ok := dns.StringToRcode[string(c.ExpectRcode)]; ok && c.ExpectRcode != "" {
-		rcode = r
+	rcode, rok := dnsRcodes[c.ExpectRcode]
+	if c.ExpectRcode == "" {
+		rcode, rok = dnsmessage.RCodeSuccess, true
 	}
-	msg := new(dns.Msg)
-	msg.SetQuestion(dns.Fqdn(c.Query), qtype)
-	return &dnsProbe{server: string(c.Server), msg: msg, rcode: rcode}
+	if !ok || !rok {
+		return nil, fmt.Errorf("DNS query type %q or response code %q is not supported", c.Type, c.ExpectRcode)
+	}
+	name := c.Query
+	if !strings.HasSuffix(name, ".") {
+		name += "."
+	}
+	n, err := dnsmessage.NewName(name)
+	if err != nil {
+		return nil, fmt.Errorf("DNS query %q: %w", c.Query, err)
+	}
+	return &dnsProbe{server: string(c.Server), question: dnsmessage.Question{Name: n, Type: qtype, Class: dnsmessage.ClassINET}, rcode: rcode}, nil
 }
 
 func (p *dnsProbe) Probe(ctx context.Context) error {
-	client := &dns.Client{Net: "udp"}
-	msg := p.msg.Copy()
-	msg.Id = dns.Id()
-	resp, _, err := client.ExchangeContext(ctx, msg, p.server)
+	id := uint16(rand.Uint32())
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: id, RecursionDesired: true})
+	if err := b.StartQuestions(); err != nil {
+		return err
+	}
+	if err := b.Question(p.question); err != nil {
+		return err
+	}
+	query, err := b.Finish()
 	if err != nil {
 		return err
 	}
-	if resp.Truncated {
-		client.Net = "tcp"
-		if resp, _, err = client.ExchangeContext(ctx, msg, p.server); err != nil {
-			return err
-		}
+	h, err := p.exchange(ctx, "udp", query, id)
+	if err == nil && h.Truncated {
+		h, err = p.exchange(ctx, "tcp", query, id)
 	}
-	if resp.Rcode != p.rcode {
-		return fmt.Errorf("rcode %s, want %s", dns.RcodeToString[resp.Rcode], dns.RcodeToString[p.rcode])
+	if err != nil {
+		return err
+	}
+	if h.RCode != p.rcode {
+		return fmt.Errorf("rcode %s, want %s", rcodeName(h.RCode), rcodeName(p.rcode))
 	}
 	return nil
 }
 
+// exchange sends the query and returns the header of the answer with the query's ID.
+func (p *dnsProbe) exchange(ctx context.Context, network string, query []byte, id uint16) (dnsmessage.Header, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, p.server)
+	if err != nil {
+		return dnsmessage.Header{}, err
+	}
+	defer func() { _ = c.Close() }()
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(deadline)
+	}
+	if network == "tcp" {
+		query = append(binary.BigEndian.AppendUint16(nil, uint16(len(query))), query...)
+	}
+	if _, err := c.Write(query); err != nil {
+		return dnsmessage.Header{}, err
+	}
+	buf := make([]byte, 65535)
+	for {
+		var n int
+		if network == "tcp" {
+			var l [2]byte
+			if _, err := io.ReadFull(c, l[:]); err != nil {
+				return dnsmessage.Header{}, err
+			}
+			n, err = io.ReadFull(c, buf[:binary.BigEndian.Uint16(l[:])])
+		} else {
+			n, err = c.Read(buf)
+		}
+		if err != nil {
+			return dnsmessage.Header{}, err
+		}
+		var parser dnsmessage.Parser
+		h, err := parser.Start(buf[:n])
+		if err != nil {
+			return dnsmessage.Header{}, fmt.Errorf("malformed DNS answer: %w", err)
+		}
+		if h.Response && h.ID == id {
+			return h, nil
+		}
+		// Not the answer to this query (a late one to an earlier probe): keep reading until the deadline.
+	}
+}
+
+func rcodeName(r dnsmessage.RCode) string {
+	for name, code := range dnsRcodes {
+		if code == r {
+			return string(name)
+		}
+	}
+	return strings.TrimPrefix(r.String(), "RCode")
+}
+
 // grpcProbe calls grpc.health.v1.Health/Check on a new connection each time, so that a restarted server is seen at
-// once rather than after gRPC's reconnect backoff.
+// once rather than after a client's reconnect backoff. It speaks the little of gRPC the call needs (cleartext
+// HTTP/2 with prior knowledge, one length-prefixed message each way, the status in the trailers) over Go's own
+// HTTP/2, instead of linking gRPC and protobuf into the agent on every node (issue 16).
 type grpcProbe struct{ address, service string }
 
+// servingStatus names grpc.health.v1.HealthCheckResponse.ServingStatus.
+var servingStatus = []string{"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"}
+
+// grpcCodes names the gRPC status codes.
+var grpcCodes = []string{"OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
+	"PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange", "Unimplemented", "Internal",
+	"Unavailable", "DataLoss", "Unauthenticated"}
+
 func (p grpcProbe) Probe(ctx context.Context) error {
-	conn, err := grpc.NewClient("passthrough:///"+p.address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protocols}
+	defer tr.CloseIdleConnections()
+	// HealthCheckRequest{service = 1}, framed: no compression, a 4-byte length.
+	msg := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), p.service)
+	body := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg)))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+p.address+"/grpc.health.v1.Health/Check", bytes.NewReader(append(body, msg...)))
 	if err != nil {
 		return err
 	}
-	defer func() { _ = conn.Close() }()
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: p.service}, grpc.WaitForReady(false))
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("TE", "trailers")
+	resp, err := tr.RoundTrip(req)
 	if err != nil {
 		return err
 	}
-	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		return fmt.Errorf("status %s, want SERVING", resp.GetStatus())
+	defer func() { _ = resp.Body.Close() }()
+	reply, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP %d, want 200", resp.StatusCode)
+	}
+	// The status is in the trailers, or in the headers of a trailers-only response.
+	code, message := resp.Trailer.Get("Grpc-Status"), resp.Trailer.Get("Grpc-Message")
+	if code == "" {
+		code, message = resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message")
+	}
+	if code != "0" {
+		name := code
+		if n, err := strconv.Atoi(code); err == nil && n >= 0 && n < len(grpcCodes) {
+			name = grpcCodes[n]
+		}
+		if m, err := url.PathUnescape(message); err == nil {
+			message = m
+		}
+		return fmt.Errorf("gRPC status %s: %s", name, message)
+	}
+	if len(reply) < 5 || reply[0] != 0 || int(binary.BigEndian.Uint32(reply[1:5])) != len(reply)-5 {
+		return errors.New("the reply is not one uncompressed gRPC message")
+	}
+	status, err := servingStatusOf(reply[5:])
+	if err != nil {
+		return err
+	}
+	if status != 1 {
+		name := strconv.FormatUint(status, 10)
+		if status < uint64(len(servingStatus)) {
+			name = servingStatus[status]
+		}
+		return fmt.Errorf("status %s, want SERVING", name)
 	}
 	return nil
+}
+
+// servingStatusOf reads HealthCheckResponse{status = 1} (0 when absent, as protobuf defaults it).
+func servingStatusOf(b []byte) (uint64, error) {
+	var status uint64
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, errors.New("malformed HealthCheckResponse")
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return 0, errors.New("malformed HealthCheckResponse")
+			}
+			status, b = v, b[n:]
+			continue
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return 0, errors.New("malformed HealthCheckResponse")
+		}
+		b = b[n:]
+	}
+	return status, nil
 }
 
 type endpointsProbe struct {

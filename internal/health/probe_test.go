@@ -154,8 +154,12 @@ func TestGRPCProbe(t *testing.T) {
 	expect(t, "serving", run(t, c, time.Second), "")
 	hs.SetServingStatus("dns", healthpb.HealthCheckResponse_NOT_SERVING)
 	expect(t, "not serving", run(t, c, time.Second), "status NOT_SERVING, want SERVING")
+	c.GRPC.Service = "web"
+	expect(t, "unknown service", run(t, c, time.Second), "gRPC status NotFound: unknown service")
+	c.GRPC.Service = ""
+	expect(t, "the server's overall health", run(t, c, time.Second), "")
 	srv.Stop()
-	expect(t, "stopped", run(t, c, time.Second), "Unavailable")
+	expect(t, "stopped", run(t, c, time.Second), "connection refused")
 }
 
 func TestServiceEndpointsProbe(t *testing.T) {

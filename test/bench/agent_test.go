@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,30 +23,57 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/internal/procstat"
 	"github.com/anycast-operator/anycast-operator/internal/speaker/bgptest"
+	"github.com/anycast-operator/anycast-operator/internal/speaker/bird/birdtest"
 	"github.com/anycast-operator/anycast-operator/internal/testenv"
 )
 
-// BenchmarkAgentFootprint runs the agent binary (embedded speaker, one BGP session to a router) against the test
-// API server and measures its resident memory and CPU over a 10-second window once every check passes, with its
-// /metrics scraped every 5 s as Prometheus would (more often than the usual 15-30 s).
+// BenchmarkAgentFootprint runs the agent binary as users run it, against the test API server, and measures its
+// resident memory (VmRSS at the end of the window, VmHWM its peak) and CPU over a 10-second window once every check
+// passes and every prefix is announced, with its /metrics scraped every 5 s as Prometheus would (more often than
+// the usual 15-30 s). Backends: embedded (its own BGP session to a router), bird (a real BIRD 2 announces), and
+// delegated (--backend=metallb: the agent decides and reports, the cluster's BGP stack announces).
 func BenchmarkAgentFootprint(b *testing.B) {
-	for _, tc := range []struct {
-		name     string
-		checks   int
-		interval time.Duration
-	}{{"checks=50/interval=1s", 50, time.Second}, {"checks=10/interval=100ms", 10, 100 * time.Millisecond}} {
-		b.Run(tc.name, func(b *testing.B) {
-			for range b.N {
-				rss, cpu := measureAgent(b, tc.checks, tc.interval, 10*time.Second)
-				b.ReportMetric(rss, "rss-MB")
-				b.ReportMetric(cpu, "cpu-%core")
-			}
-		})
+	bin, size, pkgs := buildAgent(b)
+	b.Logf("the agent binary: %.1f MB, %d packages", float64(size)/1e6, pkgs)
+	for _, backend := range []string{"embedded", "bird", "delegated"} {
+		for _, tc := range []struct {
+			checks   int
+			interval time.Duration
+		}{{1, time.Second}, {10, time.Second}, {50, time.Second}, {10, 100 * time.Millisecond}} {
+			b.Run(fmt.Sprintf("backend=%s/checks=%d/interval=%s", backend, tc.checks, tc.interval), func(b *testing.B) {
+				for range b.N {
+					m := measureAgent(b, bin, backend, tc.checks, tc.interval, 10*time.Second)
+					b.ReportMetric(m.rssMB, "rss-MB")
+					b.ReportMetric(m.hwmMB, "hwm-MB")
+					b.ReportMetric(m.cpuPercent, "cpu-%core")
+				}
+			})
+		}
 	}
 }
 
-func measureAgent(b *testing.B, checks int, interval, window time.Duration) (rssMB, cpuPercent float64) {
+// buildAgent builds cmd/agent as the Makefile does and returns its path, size and package count.
+func buildAgent(b *testing.B) (string, int64, int) {
+	bin := filepath.Join(b.TempDir(), "agent")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/anycast-operator/anycast-operator/cmd/agent").CombinedOutput(); err != nil {
+		b.Fatalf("building the agent: %v\n%s", err, out)
+	}
+	fi, err := os.Stat(bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := exec.Command("go", "list", "-deps", "github.com/anycast-operator/anycast-operator/cmd/agent").Output()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return bin, fi.Size(), len(strings.Fields(string(out)))
+}
+
+type footprint struct{ rssMB, hwmMB, cpuPercent float64 }
+
+func measureAgent(b *testing.B, bin, backend string, checks int, interval, window time.Duration) footprint {
 	b.StopTimer()
 	env, err := testenv.Start()
 	if err != nil {
@@ -56,10 +83,6 @@ func measureAgent(b *testing.B, checks int, interval, window time.Duration) (rss
 	k8s, err := client.New(env.Config, client.Options{Scheme: env.Scheme})
 	if err != nil {
 		b.Fatal(err)
-	}
-	bin := filepath.Join(b.TempDir(), "agent")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/anycast-operator/anycast-operator/cmd/agent").CombinedOutput(); err != nil {
-		b.Fatalf("building the agent: %v\n%s", err, out)
 	}
 	node := netip.MustParseAddr("127.0.0.2")
 	router := bgptest.Start(b, netip.MustParseAddr("127.0.0.1"), 65001, map[netip.Addr]uint32{node: 64512})
@@ -98,15 +121,36 @@ func measureAgent(b *testing.B, checks int, interval, window time.Duration) (rss
 	}
 	metricsAddr := l.Addr().String()
 	_ = l.Close()
-	cmd := exec.Command(bin, "--node-name=bench-1", "--local-address=127.0.0.2", "--health-probe-bind-address=0", "--metrics-bind-address="+metricsAddr, "--state-dir="+b.TempDir())
+	args := []string{"--node-name=bench-1", "--local-address=127.0.0.2", "--health-probe-bind-address=0", "--metrics-bind-address=" + metricsAddr, "--state-dir=" + b.TempDir()}
+	switch backend {
+	case "bird":
+		d := birdtest.StartDaemon(b, node)
+		args = append(args, "--backend=bird", "--bird-dir="+d.Speaker.Dir, "--bird-socket="+d.Speaker.Socket)
+	case "delegated":
+		args = append(args, "--backend=metallb")
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 
-	// Warm: every prefix announced at the router.
+	// Warm: every prefix announced at the router or, delegated, reported announced in the status.
 	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		if backend == "delegated" {
+			var got anycastv1.NodeAnnouncement
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(na), &got); err != nil {
+				return false, nil
+			}
+			announced := 0
+			for _, p := range got.Status.Prefixes {
+				if p.State == anycastv1.PrefixAnnounced {
+					announced++
+				}
+			}
+			return announced == len(na.Spec.Groups), nil
+		}
 		for p := range na.Spec.Groups {
 			if len(router.Paths(netip.MustParsePrefix(fmt.Sprintf("198.51.%d.0/24", 100+p)))) != 1 {
 				return false, nil
@@ -118,16 +162,19 @@ func measureAgent(b *testing.B, checks int, interval, window time.Duration) (rss
 		b.Fatalf("the agent did not announce every prefix")
 	}
 	b.StartTimer()
-	t0, ticks0 := time.Now(), cpuTicks(b, cmd.Process.Pid)
 	// The measurement window itself: CPU is averaged over it.
-	for end := t0.Add(window); time.Now().Before(end); time.Sleep(min(scrapeInterval, time.Until(end))) {
-		scrape(b, "http://"+metricsAddr+"/metrics")
-	}
-	ticks1, elapsed := cpuTicks(b, cmd.Process.Pid), time.Since(t0)
+	cpu, err := procstat.Window(cmd.Process.Pid, func() {
+		for end := time.Now().Add(window); time.Now().Before(end); time.Sleep(min(scrapeInterval, time.Until(end))) {
+			scrape(b, "http://"+metricsAddr+"/metrics")
+		}
+	})
 	b.StopTimer()
-	// /proc counts CPU time in USER_HZ, 100 per second on Linux.
-	cpuPercent = float64(ticks1-ticks0) / 100 / elapsed.Seconds() * 100
-	return rssOf(b, cmd.Process.Pid), cpuPercent
+	rss, err1 := procstat.MemoryMB(cmd.Process.Pid, "VmRSS")
+	hwm, err2 := procstat.MemoryMB(cmd.Process.Pid, "VmHWM")
+	if err := errors.Join(err, err1, err2); err != nil {
+		b.Fatal(err)
+	}
+	return footprint{rssMB: rss, hwmMB: hwm, cpuPercent: cpu}
 }
 
 const scrapeInterval = 5 * time.Second
@@ -143,32 +190,4 @@ func scrape(b *testing.B, url string) {
 	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "anycast_agent_check_duration_seconds_bucket") {
 		b.Fatalf("scraping %s: %v %d", url, err, resp.StatusCode)
 	}
-}
-
-// cpuTicks is the process's user+system CPU time in USER_HZ ticks (fields 14 and 15 of /proc/PID/stat).
-func cpuTicks(b *testing.B, pid int) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	return utime + stime
-}
-
-// rssOf is the process's resident set size in MB (VmRSS of /proc/PID/status).
-func rssOf(b *testing.B, pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
-			return kb / 1024
-		}
-	}
-	b.Fatal("no VmRSS")
-	return 0
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -27,6 +28,7 @@ import (
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/backend/metallb"
+	"github.com/anycast-operator/anycast-operator/internal/procstat"
 	"github.com/anycast-operator/anycast-operator/internal/speaker"
 	"github.com/anycast-operator/anycast-operator/internal/speaker/bgptest"
 	"github.com/anycast-operator/anycast-operator/internal/testenv"
@@ -75,6 +77,7 @@ type metallbSpeakerSetup struct {
 	node        string
 	stopManager func()
 	env         *testenv.Env
+	pid         int // the speaker's process
 }
 
 // decider says who makes the node's decisions: its agent, probing the service, or the benchmark, writing the
@@ -182,7 +185,8 @@ func startMetalLBSpeakerSetup(t testing.TB, who decider) *metallbSpeakerSetup {
 			t.Logf("MetalLB speaker log:\n%s", tail(string(b), 40))
 		}
 	})
-	return &metallbSpeakerSetup{k8s: k8s, router: router, service: services[0], prefix: prefix, node: node, stopManager: stopManager, env: env}
+	return &metallbSpeakerSetup{k8s: k8s, router: router, service: services[0], prefix: prefix, node: node, stopManager: stopManager, env: env,
+		pid: cmd.Process.Pid}
 }
 
 func tail(s string, n int) string {
@@ -286,5 +290,31 @@ func waitNA(b testing.TB, s *metallbSpeakerSetup) {
 	})
 	if err != nil {
 		b.Fatalf("the manager did not plan %s: %v", s.node, err)
+	}
+}
+
+// BenchmarkMetalLBSpeakerFootprint is the anchor of the agent's footprint (test/bench BenchmarkAgentFootprint, in
+// the same make bench): MetalLB's real speaker, native mode, one BGP session announcing one prefix, its resident
+// memory (VmRSS, VmHWM) and CPU over a 10-second window once the router has the prefix.
+func BenchmarkMetalLBSpeakerFootprint(b *testing.B) {
+	for range b.N {
+		b.StopTimer()
+		s := startMetalLBSpeakerSetup(b, benchmarkDecides)
+		waitNA(b, s)
+		if err := s.decide(true); err != nil {
+			b.Fatal(err)
+		}
+		s.waitPaths(b, "announced", 1)
+		b.StartTimer()
+		cpu, err := procstat.Window(s.pid, func() { time.Sleep(10 * time.Second) })
+		b.StopTimer()
+		rss, err1 := procstat.MemoryMB(s.pid, "VmRSS")
+		hwm, err2 := procstat.MemoryMB(s.pid, "VmHWM")
+		if err := errors.Join(err, err1, err2); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(rss, "rss-MB")
+		b.ReportMetric(hwm, "hwm-MB")
+		b.ReportMetric(cpu, "cpu-%core")
 	}
 }

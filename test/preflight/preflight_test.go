@@ -15,7 +15,7 @@ import (
 )
 
 // barePath is a PATH with the tools a Debian base image and Go give, and none of the packages the tests need
-// beyond them (no bird, birdc, ip).
+// beyond them (no bird, birdc, ip, vtysh).
 func barePath(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -65,8 +65,8 @@ func TestMakeTestStopsFirstWithTheInstallCommand(t *testing.T) {
 		}
 		for _, want := range []string{
 			"make " + target + " needs what this machine lacks:",
-			"bird (Debian package bird2)", "birdc (Debian package bird2)", "ip (Debian package iproute2)",
-			"make deps", "apt-get install -y --no-install-recommends bird2 iproute2",
+			"bird (Debian package bird2)", "birdc (Debian package bird2)", "ip (Debian package iproute2)", "vtysh (Debian package frr)",
+			"make deps", "apt-get install -y --no-install-recommends bird2 frr iproute2",
 		} {
 			if !strings.Contains(string(out), want) {
 				t.Errorf("make %s: no %q in what it says", target, want)

@@ -1,38 +1,210 @@
 package embedded
 
 import (
+	"bufio"
 	"context"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"golang.org/x/sys/unix"
 
 	"github.com/anycast-operator/anycast-operator/internal/speaker"
 )
 
-// TestSessionSettingsReachGoBGP: every session setting of the claim is in the peer GoBGP runs.
-func TestSessionSettingsReachGoBGP(t *testing.T) {
+// fakePeer is the far end of a session, speaking raw BGP, to see exactly what the speaker sends and to answer it
+// the way a router might not.
+type fakePeer struct {
+	t *testing.T
+	l *net.TCPListener
+}
+
+type fakeConn struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func listen(t *testing.T, addr netip.Addr) fakePeer {
+	l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(addr, 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return fakePeer{t: t, l: l}
+}
+
+func (f fakePeer) port() uint16 { return uint16(f.l.Addr().(*net.TCPAddr).Port) }
+
+func (f fakePeer) accept() fakeConn {
+	f.t.Helper()
+	_ = f.l.SetDeadline(time.Now().Add(time.Minute))
+	c, err := f.l.Accept()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { _ = c.Close() })
+	return fakeConn{t: f.t, c: c, r: bufio.NewReader(c)}
+}
+
+func (c fakeConn) read() message {
+	c.t.Helper()
+	_ = c.c.SetReadDeadline(time.Now().Add(time.Minute))
+	m, err := readMessage(c.r)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return m
+}
+
+func (c fakeConn) send(m *bgp.BGPMessage) {
+	c.t.Helper()
+	b, err := m.Serialize()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if _, err := c.c.Write(b); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// expectNotification reads until a NOTIFICATION and checks its code and subcode.
+func (c fakeConn) expectNotification(code, subcode uint8) {
+	c.t.Helper()
+	for {
+		m := c.read()
+		if m.typ != bgp.BGP_MSG_NOTIFICATION {
+			continue
+		}
+		if n := m.msg.Body.(*bgp.BGPNotification); n.ErrorCode != code || n.ErrorSubcode != subcode {
+			c.t.Fatalf("NOTIFICATION %d/%d, want %d/%d", n.ErrorCode, n.ErrorSubcode, code, subcode)
+		}
+		return
+	}
+}
+
+func peerOpenMessage(t *testing.T, as uint32, hold uint16) *bgp.BGPMessage {
+	t.Helper()
+	m, err := bgp.NewBGPOpenMessage(uint16(min(as, asTrans)), hold, netip.MustParseAddr("192.0.2.9"), []bgp.OptionParameterInterface{
+		bgp.NewOptionParameterCapability([]bgp.ParameterCapabilityInterface{bgp.NewCapMultiProtocol(bgp.RF_IPv4_UC), bgp.NewCapFourOctetASNumber(as)}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestSessionSettingsOnTheWire: every session setting of the claim is in what the peer receives (OPEN, source
+// address, port); a peer of the wrong AS is refused with the NOTIFICATION RFC 4271 names; a silent peer is dropped
+// when the hold timer expires; Close ends the session with an administrative-shutdown Cease.
+func TestSessionSettingsOnTheWire(t *testing.T) {
+	far := netip.MustParseAddr("127.0.0.9")
+	f := listen(t, far)
 	s := New(node, logr.Discard())
 	t.Cleanup(func() { _ = s.Close() })
-	sess := speaker.Session{Claim: "edge", PeerAddress: netip.MustParseAddr("127.0.0.9"), PeerASN: 65009, LocalASN: 4200000001, Port: 1179,
-		LocalAddress: node, Password: "pw", HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second, ConnectRetry: 7 * time.Second,
+	sess := speaker.Session{Claim: "edge", PeerAddress: far, PeerASN: 65009, LocalASN: 4200000001, Port: f.port(),
+		LocalAddress: node, HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second, ConnectRetry: time.Second,
 		EBGPMultihop: 4, GracefulRestart: 120 * time.Second}
 	if err := s.Apply(context.Background(), speaker.State{Sessions: []speaker.Session{sess}}).Error(); err != nil {
 		t.Fatal(err)
 	}
-	var got *api.Peer
-	if err := s.bgp.ListPeer(context.Background(), &api.ListPeerRequest{}, func(p *api.Peer) { got = p }); err != nil || got == nil {
-		t.Fatalf("ListPeer: %v, %v", got, err)
+
+	c := f.accept()
+	if got := c.c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap(); got != node {
+		t.Errorf("the session comes from %s, want the local address %s", got, node)
 	}
-	c := got.GetConf()
-	tc := got.GetTimers().GetConfig()
-	if c.GetPeerAsn() != 65009 || c.GetLocalAsn() != 4200000001 || c.GetAuthPassword() != "pw" ||
-		got.GetTransport().GetRemotePort() != 1179 || got.GetTransport().GetLocalAddress() != "127.0.0.2" ||
-		tc.GetHoldTime() != 9 || tc.GetKeepaliveInterval() != 3 || tc.GetConnectRetry() != 7 ||
-		!got.GetEbgpMultihop().GetEnabled() || got.GetEbgpMultihop().GetMultihopTtl() != 4 ||
-		!got.GetGracefulRestart().GetEnabled() || got.GetGracefulRestart().GetRestartTime() != 120 {
-		t.Errorf("GoBGP runs the peer as %v", got)
+	m := c.read()
+	o, ok := m.msg.Body.(*bgp.BGPOpen)
+	if !ok {
+		t.Fatalf("first message of type %d, want an OPEN", m.typ)
+	}
+	if o.MyAS != asTrans || o.HoldTime != 9 || o.ID != node {
+		t.Errorf("OPEN: AS %d, hold time %d, ID %s; want AS_TRANS, 9, %s", o.MyAS, o.HoldTime, o.ID, node)
+	}
+	var mp []bgp.Family
+	var as4 uint32
+	var restart uint16
+	refresh := false
+	for _, p := range o.OptParams {
+		for _, c := range p.(*bgp.OptionParameterCapability).Capability {
+			switch c := c.(type) {
+			case *bgp.CapMultiProtocol:
+				mp = append(mp, c.CapValue)
+			case *bgp.CapFourOctetASNumber:
+				as4 = c.CapValue
+			case *bgp.CapGracefulRestart:
+				restart = c.Time
+			case *bgp.CapRouteRefresh:
+				refresh = true
+			}
+		}
+	}
+	if len(mp) != 2 || as4 != 4200000001 || restart != 120 || !refresh {
+		t.Errorf("capabilities: multiprotocol %v, 4-octet AS %d, graceful restart %d s, route refresh %v", mp, as4, restart, refresh)
+	}
+	// The wrong AS: refused (OPEN message error, bad peer AS).
+	c.send(peerOpenMessage(t, 65010, 90))
+	c.expectNotification(bgp.BGP_ERROR_OPEN_MESSAGE_ERROR, bgp.BGP_ERROR_SUB_BAD_PEER_AS)
+
+	// The right AS, a hold time of 3 s, then silence: the speaker drops the session when the hold timer expires.
+	c = f.accept()
+	c.read() // OPEN
+	c.send(peerOpenMessage(t, 65009, 3))
+	c.send(bgp.NewBGPKeepAliveMessage())
+	if m := c.read(); m.typ != bgp.BGP_MSG_KEEPALIVE {
+		t.Fatalf("message of type %d after the OPEN, want a KEEPALIVE", m.typ)
+	}
+	c.expectNotification(bgp.BGP_ERROR_HOLD_TIMER_EXPIRED, 0)
+
+	// Hold time 0 (no keepalives), established; Close says why it ends the session.
+	c = f.accept()
+	c.read()
+	c.send(peerOpenMessage(t, 65009, 0))
+	c.send(bgp.NewBGPKeepAliveMessage())
+	c.read() // KEEPALIVE
+	waitEstablished(t, s, 1)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.expectNotification(bgp.BGP_ERROR_CEASE, bgp.BGP_ERROR_SUB_ADMINISTRATIVE_SHUTDOWN)
+}
+
+// TestTTL: an eBGP session leaves with TTL 1 (a directly connected peer is one hop away) or the claim's multihop
+// TTL; an iBGP one with the system's.
+func TestTTL(t *testing.T) {
+	f := listen(t, routerA)
+	for _, tc := range []struct {
+		name     string
+		peerASN  uint32
+		multihop uint8
+		want     int
+	}{{"eBGP", 65001, 0, 1}, {"eBGP multihop", 65001, 4, 4}, {"iBGP", 64512, 0, -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := speaker.Session{PeerAddress: routerA, PeerASN: tc.peerASN, LocalASN: 64512, Port: f.port(), LocalAddress: node, EBGPMultihop: tc.multihop}
+			c, err := dial(context.Background(), s, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			sc, err := c.(*net.TCPConn).SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ttl int
+			var serr error
+			if err := sc.Control(func(fd uintptr) { ttl, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL) }); err != nil || serr != nil {
+				t.Fatal(err, serr)
+			}
+			if tc.want < 0 {
+				if ttl <= 1 {
+					t.Errorf("iBGP TTL %d, want the system's", ttl)
+				}
+			} else if ttl != tc.want {
+				t.Errorf("TTL %d, want %d", ttl, tc.want)
+			}
+		})
 	}
 }

@@ -1,0 +1,69 @@
+// Package procstat reads a process's CPU time and memory from /proc: what the kernel charges the process, not what
+// it says of itself. The footprint benchmarks measure the agent and the speakers it is compared with by it, and the
+// agent exports its own process metrics from it.
+package procstat
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// userHZ is the unit of /proc/PID/stat's CPU times on Linux.
+const userHZ = 100
+
+// CPU is a process's user+system CPU time (fields 14 and 15 of /proc/PID/stat).
+func CPU(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // the command name may hold spaces
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields))
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: utime %q, stime %q", pid, fields[11], fields[12])
+	}
+	return time.Duration(utime+stime) * time.Second / userHZ, nil
+}
+
+// MemoryMB reads a figure of /proc/PID/status (VmRSS, VmHWM, ...) in MB (2^20 bytes).
+func MemoryMB(pid int, field string) (float64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				break
+			}
+			kb, err := strconv.ParseFloat(f[0], 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no %s", pid, field)
+}
+
+// Window measures a process's CPU use over a window, as a percentage of one core: during runs while the window is
+// open.
+func Window(pid int, during func()) (float64, error) {
+	t0 := time.Now()
+	c0, err := CPU(pid)
+	if err != nil {
+		return 0, err
+	}
+	during()
+	c1, err := CPU(pid)
+	if err != nil {
+		return 0, err
+	}
+	return float64(c1-c0) / float64(time.Since(t0)) * 100, nil
+}
