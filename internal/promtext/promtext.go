@@ -173,7 +173,9 @@ func NewGaugeVec(r *Registry, name, help string, labels ...string) *GaugeVec {
 }
 
 // Set sets the gauge of the label values.
-func (g *GaugeVec) Set(v float64, values ...string) { g.s.update(values, func(float64) float64 { return v }) }
+func (g *GaugeVec) Set(v float64, values ...string) {
+	g.s.update(values, func(float64) float64 { return v })
+}
 
 // Reset forgets every series, so that what left the node's spec stops being exported.
 func (g *GaugeVec) Reset() {
@@ -191,7 +193,9 @@ func NewCounterVec(r *Registry, name, help string, labels ...string) *CounterVec
 }
 
 // Inc adds one to the counter of the label values.
-func (c *CounterVec) Inc(values ...string) { c.s.update(values, func(v float64) float64 { return v + 1 }) }
+func (c *CounterVec) Inc(values ...string) {
+	c.s.update(values, func(v float64) float64 { return v + 1 })
+}
 
 // HistogramVec is a histogram per label set, with fixed buckets.
 type HistogramVec struct {
