@@ -16,21 +16,27 @@ const userHZ = 100
 
 // CPU is a process's user+system CPU time (fields 14 and 15 of /proc/PID/stat).
 func CPU(pid int) (time.Duration, error) {
+	user, sys, err := Times(pid)
+	return user + sys, err
+}
+
+// Times is a process's user and system CPU time, apart.
+func Times(pid int) (user, sys time.Duration, err error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	s := string(data)
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // the command name may hold spaces
 	if len(fields) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields))
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields))
 	}
 	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
 	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: utime %q, stime %q", pid, fields[11], fields[12])
+		return 0, 0, fmt.Errorf("/proc/%d/stat: utime %q, stime %q", pid, fields[11], fields[12])
 	}
-	return time.Duration(utime+stime) * time.Second / userHZ, nil
+	return time.Duration(utime) * time.Second / userHZ, time.Duration(stime) * time.Second / userHZ, nil
 }
 
 // MemoryMB reads a figure of /proc/PID/status (VmRSS, VmHWM, ...) in MB (2^20 bytes).
@@ -52,18 +58,24 @@ func MemoryMB(pid int, field string) (float64, error) {
 	return 0, fmt.Errorf("/proc/%d/status has no %s", pid, field)
 }
 
-// Window measures a process's CPU use over a window, as a percentage of one core: during runs while the window is
-// open.
-func Window(pid int, during func()) (float64, error) {
+// Usage is a process's CPU use over a window, in percent of one core.
+type Usage struct{ User, System float64 }
+
+// Total is user and system together.
+func (u Usage) Total() float64 { return u.User + u.System }
+
+// Window measures a process's CPU use over a window: during runs while the window is open.
+func Window(pid int, during func()) (Usage, error) {
 	t0 := time.Now()
-	c0, err := CPU(pid)
+	u0, s0, err := Times(pid)
 	if err != nil {
-		return 0, err
+		return Usage{}, err
 	}
 	during()
-	c1, err := CPU(pid)
+	u1, s1, err := Times(pid)
 	if err != nil {
-		return 0, err
+		return Usage{}, err
 	}
-	return float64(c1-c0) / float64(time.Since(t0)) * 100, nil
+	elapsed := float64(time.Since(t0))
+	return Usage{User: float64(u1-u0) / elapsed * 100, System: float64(s1-s0) / elapsed * 100}, nil
 }

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/internal/netlab"
 	"github.com/anycast-operator/anycast-operator/internal/procstat"
 	"github.com/anycast-operator/anycast-operator/internal/speaker/bgptest"
 	"github.com/anycast-operator/anycast-operator/internal/speaker/bird/birdtest"
@@ -47,7 +48,8 @@ func BenchmarkAgentFootprint(b *testing.B) {
 					m := measureAgent(b, bin, backend, tc.checks, tc.interval, 10*time.Second)
 					b.ReportMetric(m.rssMB, "rss-MB")
 					b.ReportMetric(m.hwmMB, "hwm-MB")
-					b.ReportMetric(m.cpuPercent, "cpu-%core")
+					b.ReportMetric(m.cpu.Total(), "cpu-%core")
+					b.ReportMetric(m.cpu.System, "cpu-sys-%core")
 				}
 			})
 		}
@@ -71,7 +73,10 @@ func buildAgent(b *testing.B) (string, int64, int) {
 	return bin, fi.Size(), len(strings.Fields(string(out)))
 }
 
-type footprint struct{ rssMB, hwmMB, cpuPercent float64 }
+type footprint struct {
+	rssMB, hwmMB float64
+	cpu          procstat.Usage
+}
 
 func measureAgent(b *testing.B, bin, backend string, checks int, interval, window time.Duration) footprint {
 	b.StopTimer()
@@ -84,15 +89,19 @@ func measureAgent(b *testing.B, bin, backend string, checks int, interval, windo
 	if err != nil {
 		b.Fatal(err)
 	}
-	node := netip.MustParseAddr("127.0.0.2")
-	router := bgptest.Start(b, netip.MustParseAddr("127.0.0.1"), 65001, map[netip.Addr]uint32{node: 64512})
+	// The router in a network namespace across a veth pair, as on a real link: BIRD, like routers, accepts an eBGP
+	// peer only on a directly connected network, which loopback is not to it.
+	lab := netlab.New(b, 1)
+	node := lab.Nodes4[0]
+	router := bgptest.StartWith(b, bgptest.Options{Addresses: []netip.Addr{lab.Router4}, ASN: 65001, Netns: lab.NetnsPath,
+		Neighbors: map[netip.Addr]uint32{node: 64512}})
 	svc := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer svc.Close()
 
 	// At most 16 checks per policy: spread them over policies, one prefix each.
 	na := &anycastv1.NodeAnnouncement{ObjectMeta: metav1.ObjectMeta{Name: "bench-1"}}
 	na.Spec.Sessions = []anycastv1.NodeSessions{{Claim: "edge", BGPSessionSettings: anycastv1.BGPSessionSettings{LocalASN: 64512,
-		Static: &anycastv1.StaticSessions{Peers: []anycastv1.BGPPeer{{Address: "127.0.0.1", ASN: 65001, Port: ptr.To(int32(router.Port))}}},
+		Static: &anycastv1.StaticSessions{Peers: []anycastv1.BGPPeer{{Address: anycastv1.IPAddress(lab.Router4.String()), ASN: 65001, Port: ptr.To(int32(router.Port))}}},
 		Timers: &anycastv1.BGPTimers{ConnectRetry: &metav1.Duration{Duration: time.Second}}}}}
 	for p := 0; p*16 < checks; p++ {
 		spec := anycastv1.HealthPolicySpec{Interval: &metav1.Duration{Duration: interval}, Timeout: &metav1.Duration{Duration: interval * 8 / 10},
@@ -121,16 +130,23 @@ func measureAgent(b *testing.B, bin, backend string, checks int, interval, windo
 	}
 	metricsAddr := l.Addr().String()
 	_ = l.Close()
-	args := []string{"--node-name=bench-1", "--local-address=127.0.0.2", "--health-probe-bind-address=0", "--metrics-bind-address=" + metricsAddr, "--state-dir=" + b.TempDir()}
+	args := []string{"--node-name=bench-1", "--local-address=" + node.String(), "--health-probe-bind-address=0", "--metrics-bind-address=" + metricsAddr, "--state-dir=" + b.TempDir()}
+	diagnose := func() string { return "" }
 	switch backend {
 	case "bird":
 		d := birdtest.StartDaemon(b, node)
 		args = append(args, "--backend=bird", "--bird-dir="+d.Speaker.Dir, "--bird-socket="+d.Speaker.Socket)
+		diagnose = func() string {
+			out, _ := exec.Command("birdc", "-s", d.Speaker.Socket, "show", "protocols", "all").CombinedOutput()
+			return string(out)
+		}
 	case "delegated":
 		args = append(args, "--backend=metallb")
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -159,7 +175,7 @@ func measureAgent(b *testing.B, bin, backend string, checks int, interval, windo
 		return true, nil
 	})
 	if err != nil {
-		b.Fatalf("the agent did not announce every prefix")
+		b.Fatalf("the agent did not announce every prefix; its log:\n%s\n%s", stderr.String(), diagnose())
 	}
 	b.StartTimer()
 	// The measurement window itself: CPU is averaged over it.
@@ -174,7 +190,7 @@ func measureAgent(b *testing.B, bin, backend string, checks int, interval, windo
 	if err := errors.Join(err, err1, err2); err != nil {
 		b.Fatal(err)
 	}
-	return footprint{rssMB: rss, hwmMB: hwm, cpuPercent: cpu}
+	return footprint{rssMB: rss, hwmMB: hwm, cpu: cpu}
 }
 
 const scrapeInterval = 5 * time.Second

@@ -315,6 +315,7 @@ func BenchmarkMetalLBSpeakerFootprint(b *testing.B) {
 		}
 		b.ReportMetric(rss, "rss-MB")
 		b.ReportMetric(hwm, "hwm-MB")
-		b.ReportMetric(cpu, "cpu-%core")
+		b.ReportMetric(cpu.Total(), "cpu-%core")
+		b.ReportMetric(cpu.System, "cpu-sys-%core")
 	}
 }
