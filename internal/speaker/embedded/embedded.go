@@ -77,9 +77,12 @@ func (e *Speaker) Apply(ctx context.Context, st speaker.State) (rep speaker.Repo
 // ribFor is what one session carries of a state.
 func ribFor(st speaker.State, s speaker.Session) map[netip.Prefix]out {
 	rib := map[netip.Prefix]out{}
-	exports := st.Exports[s.Claim]
+	exports := make(map[netip.Prefix]bool, len(st.Exports[s.Claim]))
+	for _, p := range st.Exports[s.Claim] {
+		exports[p] = true
+	}
 	for _, r := range st.Routes {
-		if !slices.Contains(r.Claims, s.Claim) || !slices.Contains(exports, r.Prefix) {
+		if !slices.Contains(r.Claims, s.Claim) || !exports[r.Prefix] {
 			continue
 		}
 		o := out{route: r}

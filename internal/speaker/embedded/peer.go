@@ -46,6 +46,7 @@ type peer struct {
 	rib   map[netip.Prefix]out
 	state anycastv1.SessionState
 	local netip.Addr // the connection's local address, once connected
+	conn  net.Conn   // the connection, while there is one
 	cease uint8      // the Cease subcode sent when the session is stopped
 }
 
@@ -68,13 +69,26 @@ func (p *peer) setRIB(rib map[netip.Prefix]out) {
 	}
 }
 
-// stop ends the session with a Cease of the given subcode and waits for its goroutine, which is bounded by
-// ceaseTimeout once the context is cancelled.
+// stop ends the session with a Cease of the given subcode and waits for its goroutine. A session caught in a write
+// to a peer that stopped reading gets ceaseTimeout to notice, then its connection is closed under it: stopping
+// takes at most twice ceaseTimeout, never a write's whole timeout.
 func (p *peer) stop(subcode uint8) {
 	p.mu.Lock()
 	p.cease = subcode
 	p.mu.Unlock()
 	p.cancel()
+	t := time.NewTimer(2 * ceaseTimeout)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return
+	case <-t.C:
+	}
+	p.mu.Lock()
+	if p.conn != nil {
+		_ = p.conn.Close()
+	}
+	p.mu.Unlock()
 	<-p.done
 }
 
@@ -110,7 +124,7 @@ func (p *peer) run(ctx context.Context) {
 			_ = conn.Close()
 		}
 		p.mu.Lock()
-		p.local = netip.Addr{}
+		p.local, p.conn = netip.Addr{}, nil
 		p.mu.Unlock()
 		if ctx.Err() != nil {
 			p.setState(anycastv1.SessionIdle)
@@ -156,11 +170,12 @@ func (c conn) send(m *bgp.BGPMessage) error {
 // ended.
 func (p *peer) session(ctx context.Context, nc net.Conn) (bool, error) {
 	c := conn{Conn: nc, r: bufio.NewReader(nc)}
+	p.mu.Lock()
+	p.conn = nc
 	if a, ok := nc.LocalAddr().(*net.TCPAddr); ok {
-		p.mu.Lock()
 		p.local = speaker.Canonical(a.AddrPort().Addr())
-		p.mu.Unlock()
 	}
+	p.mu.Unlock()
 	// Until established, a cancelled context unblocks the reads at once.
 	unblock := context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(time.Now()) })
 	defer unblock()

@@ -3,8 +3,10 @@ package embedded
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"golang.org/x/sys/unix"
 
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/speaker"
 )
 
@@ -206,5 +209,58 @@ func TestTTL(t *testing.T) {
 				t.Errorf("TTL %d, want %d", ttl, tc.want)
 			}
 		})
+	}
+}
+
+// TestRemovingASessionToAPeerThatStoppedReading: a peer that no longer reads leaves the session's writes blocked;
+// removing the session still ends it within twice ceaseTimeout, not after a write's whole timeout, so one stuck
+// peer cannot hold up the Apply that carries every other session's routes.
+func TestRemovingASessionToAPeerThatStoppedReading(t *testing.T) {
+	far := netip.MustParseAddr("127.0.0.9")
+	l, err := (&net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}).Listen(context.Background(), "tcp", netip.AddrPortFrom(far, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	f := fakePeer{t: t, l: l.(*net.TCPListener)}
+	s := New(node, logr.Discard())
+	t.Cleanup(func() { _ = s.Close() })
+	sess := speaker.Session{Claim: "edge", PeerAddress: far, PeerASN: 65009, LocalASN: 64512, Port: f.port(), LocalAddress: node,
+		ConnectRetry: time.Second}
+	// Enough routes that their UPDATEs cannot all fit in the socket buffers.
+	var routes []speaker.Route
+	var exports []netip.Prefix
+	for i := range 100000 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(10 + i>>16), byte(i >> 8), byte(i), 0}), 24)
+		r, err := speaker.RouteFor(p, []string{"edge"}, &anycastv1.BGPAttributes{Communities: []anycastv1.Community{"64512:1"}}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes, exports = append(routes, r), append(exports, p)
+	}
+	st := speaker.State{Sessions: []speaker.Session{sess}, Exports: map[string][]netip.Prefix{"edge": exports}, Routes: routes}
+	if err := s.Apply(context.Background(), st).Error(); err != nil {
+		t.Fatal(err)
+	}
+	c := f.accept()
+	c.read() // OPEN
+	c.send(peerOpenMessage(t, 65009, 0))
+	c.send(bgp.NewBGPKeepAliveMessage())
+	waitEstablished(t, s, 1)
+	// The peer reads nothing more: the table's UPDATEs fill its window and the speaker's buffer.
+	start := time.Now()
+	st.Sessions = nil
+	if err := s.Apply(context.Background(), st).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took >= writeTimeout {
+		t.Errorf("removing the session took %s, a write's whole timeout", took)
+	}
+	if got, _ := s.Sessions(context.Background()); len(got) != 0 {
+		t.Errorf("sessions left: %+v", got)
 	}
 }
