@@ -140,10 +140,11 @@ bench: preflight-bench prefetch-background envtest-assets metallb-speaker ## Ben
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager, the agent, the kubectl plugin and the demo into bin/.
-	@echo "Building bin/manager, bin/agent, bin/kubectl-anycast and bin/demo (the first build compiles the dependencies: a few minutes)"
+build: ## Build the manager, the agents (whole, and delegated-only), the kubectl plugin and the demo into bin/.
+	@echo "Building bin/manager, bin/agent, bin/agent-delegated, bin/kubectl-anycast and bin/demo (the first build compiles the dependencies: a few minutes)"
 	go build -ldflags "$(LDFLAGS)" -o bin/manager ./cmd/manager
 	go build -ldflags "$(LDFLAGS)" -o bin/agent ./cmd/agent
+	go build -tags delegated -ldflags "$(LDFLAGS)" -o bin/agent-delegated ./cmd/agent
 	go build -ldflags "$(LDFLAGS)" -o bin/kubectl-anycast ./cmd/kubectl-anycast
 	go build -o bin/demo ./cmd/demo
 
@@ -151,10 +152,11 @@ IMAGE_REPO ?= ghcr.io/anycast-operator
 IMAGE_TAG ?= $(VERSION)
 
 .PHONY: docker-build
-docker-build: ## Build the manager, agent and agent-bird images (needs a Docker engine; nothing else does).
+docker-build: ## Build the manager, agent, agent-bird and agent-delegated images (needs a Docker engine; nothing else does).
 	docker build --build-arg COMPONENT=manager --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/manager:$(IMAGE_TAG) .
 	docker build --build-arg COMPONENT=agent --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/agent:$(IMAGE_TAG) .
 	docker build --build-arg COMPONENT=agent --build-arg VERSION=$(VERSION) --target agent-bird -t $(IMAGE_REPO)/agent-bird:$(IMAGE_TAG) .
+	docker build --build-arg COMPONENT=agent --build-arg TAGS=delegated --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/agent-delegated:$(IMAGE_TAG) .
 
 .PHONY: plugin-release
 plugin-release: ## Package kubectl-anycast for krew: dist/plugin/ (an archive per platform and the krew manifest).

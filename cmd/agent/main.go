@@ -26,8 +26,6 @@ import (
 
 	"github.com/anycast-operator/anycast-operator/internal/agent"
 	"github.com/anycast-operator/anycast-operator/internal/speaker"
-	"github.com/anycast-operator/anycast-operator/internal/speaker/bird"
-	"github.com/anycast-operator/anycast-operator/internal/speaker/embedded"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -57,7 +55,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&local, "local-address", os.Getenv("NODE_IP"), "The node address BGP sessions start from: IPv4, or IPv6 on an IPv6-only node (downward API: status.hostIP).")
 	fs.StringVar(&nodeAddrs, "node-addresses", os.Getenv("NODE_IPS"), "The node's addresses, comma-separated (downward API: status.hostIPs). The IPv6 one is the source of IPv6 sessions and the next hop of IPv6 prefixes on IPv4 sessions (and the IPv4 one likewise); without one, those prefixes are not sent on those sessions.")
 	fs.StringVar(&routerID, "router-id", "", "The BGP router ID of the embedded speaker (default: the node's IPv4 address; on an IPv6-only node, 32 bits derived from its IPv6 address).")
-	fs.StringVar(&backend, "backend", "embedded", "How prefixes are announced: embedded (in-process GoBGP speaker), bird (a running BIRD 2), or metallb, calico or cilium (the cluster's BGP stack announces; the agent decides and reports, the manager drives the stack). Must match the manager's --backend.")
+	fs.StringVar(&backend, "backend", "embedded", "How prefixes are announced: embedded (the agent's own BGP speaker), bird (a running BIRD 2), or metallb, calico or cilium (the cluster's BGP stack announces; the agent decides and reports, the manager drives the stack). Must match the manager's --backend.")
 	fs.StringVar(&birdDir, "bird-dir", "/etc/bird/anycast", "bird backend: where the include files go (bird.conf includes filters.conf, routes.conf, peers.conf from here, in that order).")
 	fs.StringVar(&birdSocket, "bird-socket", "/run/bird/bird.ctl", "bird backend: BIRD's control socket.")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8082", "Address of the agent's /healthz and /readyz endpoints; 0 turns them off.")
@@ -103,16 +101,10 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	cfg.InterfaceAddrs = true // hostNetwork: the host's addresses identify its VM at a session provider
-	var sp speaker.Speaker
-	switch backend {
-	case "embedded":
-		sp = embedded.New(speaker.RouterID(rid, append([]netip.Addr{cfg.LocalAddress}, cfg.NodeAddresses...)...), log)
-	case "bird":
-		sp = &bird.Speaker{Dir: birdDir, Socket: birdSocket, Log: log}
-	case "metallb", "calico", "cilium":
-		sp = speaker.Delegated{}
-	default:
-		return fmt.Errorf("--backend=%q: want embedded, bird, metallb, calico or cilium", backend)
+	sp, err := newSpeaker(backend, speakerOptions{routerID: speaker.RouterID(rid, append([]netip.Addr{cfg.LocalAddress}, cfg.NodeAddresses...)...),
+		birdDir: birdDir, birdSocket: birdSocket}, log)
+	if err != nil {
+		return err
 	}
 	restCfg, err := restConfig(kubeconfig)
 	if err != nil {
@@ -194,4 +186,10 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// speakerOptions are the flags a speaker is built from.
+type speakerOptions struct {
+	routerID            netip.Addr
+	birdDir, birdSocket string
 }

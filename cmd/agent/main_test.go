@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -13,11 +14,7 @@ import (
 // through GoBGP's packet package (never its server, gRPC API or configuration loaders), probes gRPC and DNS without
 // gRPC's or miekg's libraries, and writes its metrics without client_golang.
 func TestAgentStaysSmall(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	pkgs := strings.Fields(string(out))
+	pkgs := deps(t)
 	for _, pkg := range pkgs {
 		for _, banned := range []string{"go.universe.tf/metallb", "github.com/projectcalico", "github.com/cilium/cilium",
 			"github.com/anycast-operator/anycast-operator/internal/backend", "github.com/anycast-operator/anycast-operator/controllers",
@@ -38,6 +35,42 @@ func TestAgentStaysSmall(t *testing.T) {
 }
 
 const maxAgentPackages = 380
+
+func deps(t *testing.T, tags ...string) []string {
+	t.Helper()
+	args := []string{"list", "-deps"}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	return strings.Fields(string(out))
+}
+
+// TestDelegatedAgentLinksNoBGP: the agent built with -tags delegated (the agent-delegated image, for MetalLB,
+// Calico and Cilium clusters) links no BGP code at all, and refuses the backends that need it with a clear error.
+func TestDelegatedAgentLinksNoBGP(t *testing.T) {
+	for _, pkg := range deps(t, "delegated") {
+		for _, banned := range []string{"github.com/osrg/gobgp", "github.com/anycast-operator/anycast-operator/internal/speaker/embedded",
+			"github.com/anycast-operator/anycast-operator/internal/speaker/bird"} {
+			if pkg == banned || strings.HasPrefix(pkg, banned+"/") {
+				t.Errorf("the delegated agent links %s", pkg)
+			}
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "agent-delegated")
+	if out, err := exec.Command("go", "build", "-tags", "delegated", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags delegated: %v\n%s", err, out)
+	}
+	for _, backend := range []string{"embedded", "bird"} {
+		out, err := exec.Command(bin, "--node-name=n1", "--local-address=127.0.0.2", "--backend="+backend).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "built for the delegated backends only") {
+			t.Errorf("the delegated agent with --backend=%s: %v\n%s", backend, err, out)
+		}
+	}
+}
 
 func TestAgentRefusesBadFlags(t *testing.T) {
 	for _, args := range [][]string{

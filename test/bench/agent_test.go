@@ -34,11 +34,18 @@ import (
 // resident memory (VmRSS at the end of the window, VmHWM its peak) and CPU over a 10-second window once every check
 // passes and every prefix is announced, with its /metrics scraped every 5 s as Prometheus would (more often than
 // the usual 15-30 s). Backends: embedded (its own BGP session to a router), bird (a real BIRD 2 announces), and
-// delegated (--backend=metallb: the agent decides and reports, the cluster's BGP stack announces).
+// delegated (--backend=metallb: the agent decides and reports, the cluster's BGP stack announces), with the
+// agent built with -tags delegated as the agent-delegated image is.
 func BenchmarkAgentFootprint(b *testing.B) {
-	bin, size, pkgs := buildAgent(b)
+	full, size, pkgs := buildAgent(b)
 	b.Logf("the agent binary: %.1f MB, %d packages", float64(size)/1e6, pkgs)
+	delegated, size, pkgs := buildAgent(b, "delegated")
+	b.Logf("the agent binary built with -tags delegated (the agent-delegated image): %.1f MB, %d packages", float64(size)/1e6, pkgs)
 	for _, backend := range []string{"embedded", "bird", "delegated"} {
+		bin := full
+		if backend == "delegated" {
+			bin = delegated
+		}
 		for _, tc := range []struct {
 			checks   int
 			interval time.Duration
@@ -56,17 +63,20 @@ func BenchmarkAgentFootprint(b *testing.B) {
 	}
 }
 
-// buildAgent builds cmd/agent as the Makefile does and returns its path, size and package count.
-func buildAgent(b *testing.B) (string, int64, int) {
+// buildAgent builds cmd/agent as the Makefile does, with the given build tags, and returns its path, size and
+// package count.
+func buildAgent(b *testing.B, tags ...string) (string, int64, int) {
 	bin := filepath.Join(b.TempDir(), "agent")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/anycast-operator/anycast-operator/cmd/agent").CombinedOutput(); err != nil {
+	tagArgs := []string{"-tags", strings.Join(tags, ",")}
+	const pkg = "github.com/anycast-operator/anycast-operator/cmd/agent"
+	if out, err := exec.Command("go", append(append([]string{"build"}, tagArgs...), "-o", bin, pkg)...).CombinedOutput(); err != nil {
 		b.Fatalf("building the agent: %v\n%s", err, out)
 	}
 	fi, err := os.Stat(bin)
 	if err != nil {
 		b.Fatal(err)
 	}
-	out, err := exec.Command("go", "list", "-deps", "github.com/anycast-operator/anycast-operator/cmd/agent").Output()
+	out, err := exec.Command("go", append(append([]string{"list", "-deps"}, tagArgs...), pkg)...).Output()
 	if err != nil {
 		b.Fatal(err)
 	}
