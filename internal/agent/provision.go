@@ -89,7 +89,14 @@ func (a *Agent) startProvisioning(ctx context.Context, spec anycastv1.NetActuate
 		defer close(run.done)
 		retry := a.cfg.ProvisionRetry
 		for {
-			st := a.provisionOnce(ctx, spec, prev, send)
+			// A retry after a failure reports its outcome only: the node stays in Error, with the reason, until a
+			// round ends otherwise, so that a failing node's status and its claim's Stalled condition hold still
+			// instead of flapping through Discovering on every retry.
+			progress := send
+			if prev.State == anycastv1.ProvisioningError {
+				progress = func(anycastv1.ProvisioningStatus) {}
+			}
+			st := a.provisionOnce(ctx, spec, prev, progress)
 			if ctx.Err() != nil {
 				return
 			}

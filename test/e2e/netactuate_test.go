@@ -104,9 +104,18 @@ func TestNetActuateProvisioning(t *testing.T) {
 			states["edge-3"].State == anycastv1.ProvisioningError && c.Status.TotalSessions == 4
 		return ok, fmt.Sprintf("%+v, %d sessions", c.Status.Provisioning, c.Status.TotalSessions)
 	})
+	// The failing node is retried (every 100 ms here, with backoff): its state stays Error between retries
+	// instead of passing through Discovering each time, so the claim's conditions hold still.
 	var c anycastv1.BGPSessionClaim
-	if err := k8s.Get(ctx, client.ObjectKeyFromObject(claim), &c); err != nil {
-		t.Fatal(err)
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(claim), &c); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range c.Status.Provisioning {
+			if p.Node == "edge-3" && p.State != anycastv1.ProvisioningError {
+				t.Fatalf("edge-3 went %s (%s) while being retried", p.State, p.Message)
+			}
+		}
 	}
 	ready := findCondition(c.Status.Conditions, anycastv1.ConditionReady)
 	stalled := findCondition(c.Status.Conditions, anycastv1.ConditionStalled)
