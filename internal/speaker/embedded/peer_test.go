@@ -3,7 +3,9 @@ package embedded
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"syscall"
@@ -13,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"golang.org/x/sys/unix"
+	"k8s.io/utils/ptr"
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/speaker"
@@ -263,4 +266,78 @@ func TestRemovingASessionToAPeerThatStoppedReading(t *testing.T) {
 	if got, _ := s.Sessions(context.Background()); len(got) != 0 {
 		t.Errorf("sessions left: %+v", got)
 	}
+}
+
+// TestOldPeerAndRouteRefresh: a peer without the 4-octet AS capability gets its AS_PATH in 2-octet form, and a
+// ROUTE-REFRESH from it brings the family's routes again.
+func TestOldPeerAndRouteRefresh(t *testing.T) {
+	far := netip.MustParseAddr("127.0.0.9")
+	f := listen(t, far)
+	s := New(node, logr.Discard())
+	t.Cleanup(func() { _ = s.Close() })
+	sess := speaker.Session{Claim: "edge", PeerAddress: far, PeerASN: 65009, LocalASN: 64512, Port: f.port(), LocalAddress: node,
+		ConnectRetry: time.Second}
+	r, err := speaker.RouteFor(dns, []string{"edge"}, &anycastv1.BGPAttributes{ASPathPrepend: ptr.To[int32](1)}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := speaker.State{Sessions: []speaker.Session{sess}, Exports: map[string][]netip.Prefix{"edge": {dns}}, Routes: []speaker.Route{r}}
+	if err := s.Apply(context.Background(), st).Error(); err != nil {
+		t.Fatal(err)
+	}
+	c := f.accept()
+	c.read() // OPEN
+	old, err := bgp.NewBGPOpenMessage(65009, 90, netip.MustParseAddr("192.0.2.9"), []bgp.OptionParameterInterface{
+		bgp.NewOptionParameterCapability([]bgp.ParameterCapabilityInterface{bgp.NewCapMultiProtocol(bgp.RF_IPv4_UC), bgp.NewCapRouteRefresh()})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(old)
+	c.send(bgp.NewBGPKeepAliveMessage())
+	// nextUpdate reads up to the next UPDATE and decodes it as a router without 4-octet AS numbers would.
+	nextUpdate := func() *bgp.BGPUpdate {
+		t.Helper()
+		for {
+			_ = c.c.SetReadDeadline(time.Now().Add(time.Minute))
+			var hdr [bgp.BGP_HEADER_LENGTH]byte
+			if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+				t.Fatal(err)
+			}
+			body := make([]byte, int(binary.BigEndian.Uint16(hdr[16:18]))-bgp.BGP_HEADER_LENGTH)
+			if _, err := io.ReadFull(c.r, body); err != nil {
+				t.Fatal(err)
+			}
+			if hdr[18] != bgp.BGP_MSG_UPDATE {
+				continue
+			}
+			m, err := bgp.ParseBGPBody(&bgp.BGPHeader{Marker: hdr[:16], Len: uint16(len(body) + bgp.BGP_HEADER_LENGTH), Type: hdr[18]}, body,
+				&bgp.MarshallingOption{Use2ByteAS: true})
+			if err != nil {
+				t.Fatalf("a 2-octet-AS router cannot decode the UPDATE: %v", err)
+			}
+			return m.Body.(*bgp.BGPUpdate)
+		}
+	}
+	check := func(what string, u *bgp.BGPUpdate) {
+		t.Helper()
+		if len(u.NLRI) != 1 || u.NLRI[0].NLRI.String() != dns.String() {
+			t.Fatalf("%s: UPDATE for %v, want %s", what, u.NLRI, dns)
+		}
+		for _, a := range u.PathAttributes {
+			if p, ok := a.(*bgp.PathAttributeAsPath); ok {
+				seg, ok := p.Value[0].(*bgp.AsPathParam)
+				if len(p.Value) != 1 || !ok || len(seg.AS) != 2 || seg.AS[0] != 64512 || seg.AS[1] != 64512 {
+					t.Errorf("%s: AS_PATH %v, want 64512 64512 in 2-octet form", what, p)
+				}
+				return
+			}
+		}
+		t.Errorf("%s: no AS_PATH", what)
+	}
+	check("initial table", nextUpdate())
+	if eor, _ := nextUpdate().IsEndOfRib(); !eor {
+		t.Error("no End-of-RIB after the initial table")
+	}
+	c.send(bgp.NewBGPRouteRefreshMessage(bgp.AFI_IP, 0, bgp.SAFI_UNICAST))
+	check("after a route refresh", nextUpdate())
 }
