@@ -290,23 +290,28 @@ func (p *dnsProbe) exchange(ctx context.Context, network string, query []byte, i
 	if _, err := c.Write(query); err != nil {
 		return dnsmessage.Header{}, err
 	}
-	buf := make([]byte, 65535)
+	// Only the header is read, so a UDP answer is read into 512 bytes (RFC 1035's limit without EDNS, which the
+	// query does not offer; a longer datagram is cut, its header intact), a TCP one into its own length.
+	var udp [512]byte
 	for {
-		var n int
+		var msg []byte
 		if network == "tcp" {
 			var l [2]byte
 			if _, err := io.ReadFull(c, l[:]); err != nil {
 				return dnsmessage.Header{}, err
 			}
-			n, err = io.ReadFull(c, buf[:binary.BigEndian.Uint16(l[:])])
+			msg = make([]byte, binary.BigEndian.Uint16(l[:]))
+			_, err = io.ReadFull(c, msg)
 		} else {
-			n, err = c.Read(buf)
+			var n int
+			n, err = c.Read(udp[:])
+			msg = udp[:n]
 		}
 		if err != nil {
 			return dnsmessage.Header{}, err
 		}
 		var parser dnsmessage.Parser
-		h, err := parser.Start(buf[:n])
+		h, err := parser.Start(msg)
 		if err != nil {
 			return dnsmessage.Header{}, fmt.Errorf("malformed DNS answer: %w", err)
 		}

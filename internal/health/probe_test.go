@@ -137,6 +137,32 @@ func TestDNSProbe(t *testing.T) {
 	expect(t, "expect NXDOMAIN", run(t, check("missing.example.", "A", "NXDOMAIN"), time.Second), "")
 	_ = srv.Shutdown()
 	expect(t, "no server", run(t, check("example.com", "", ""), 300*time.Millisecond), "connection refused")
+
+	// A truncated answer over UDP: the probe asks again over TCP, whose answer (REFUSED here) is the one that counts.
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upc, err := net.ListenPacket("udp", tl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer := func(truncated bool, rcode int) dns.HandlerFunc {
+		return func(w dns.ResponseWriter, req *dns.Msg) {
+			m := new(dns.Msg)
+			m.SetRcode(req, rcode)
+			m.Truncated = truncated
+			_ = w.WriteMsg(m)
+		}
+	}
+	udpSrv := &dns.Server{PacketConn: upc, Handler: answer(true, dns.RcodeSuccess)}
+	tcpSrv := &dns.Server{Listener: tl, Handler: answer(false, dns.RcodeRefused)}
+	for _, s := range []*dns.Server{udpSrv, tcpSrv} {
+		go func() { _ = s.ActivateAndServe() }()
+		defer func() { _ = s.Shutdown() }()
+	}
+	tc := anycastv1.HealthCheck{Name: "dns", DNS: &anycastv1.DNSCheck{Server: anycastv1.HostPort(tl.Addr().String()), Query: "example.com", ExpectRcode: "REFUSED"}}
+	expect(t, "truncated over UDP, answered over TCP", run(t, tc, time.Second), "")
 }
 
 func TestGRPCProbe(t *testing.T) {

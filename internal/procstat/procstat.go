@@ -4,6 +4,7 @@
 package procstat
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -22,21 +23,56 @@ func CPU(pid int) (time.Duration, error) {
 
 // Times is a process's user and system CPU time, apart.
 func Times(pid int) (user, sys time.Duration, err error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := statFields(pid)
 	if err != nil {
 		return 0, 0, err
 	}
-	s := string(data)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // the command name may hold spaces
-	if len(fields) < 13 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields))
-	}
-	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
-	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: utime %q, stime %q", pid, fields[11], fields[12])
+		return 0, 0, fmt.Errorf("/proc/%d/stat: utime %q, stime %q", pid, f[11], f[12])
 	}
 	return time.Duration(utime) * time.Second / userHZ, time.Duration(stime) * time.Second / userHZ, nil
+}
+
+// Start is when a process started: field 22 of /proc/PID/stat, in clock ticks since boot (btime of /proc/stat).
+func Start(pid int) (time.Time, error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return time.Time{}, err
+	}
+	ticks, err := strconv.ParseInt(f[19], 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("/proc/%d/stat: starttime %q", pid, f[19])
+	}
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, line := range strings.Split(string(stat), "\n") {
+		if rest, ok := strings.CutPrefix(line, "btime "); ok {
+			boot, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
+			if err != nil {
+				return time.Time{}, err
+			}
+			return time.Unix(boot, 0).Add(time.Duration(ticks) * time.Second / userHZ), nil
+		}
+	}
+	return time.Time{}, errors.New("/proc/stat has no btime")
+}
+
+// statFields are the fields of /proc/PID/stat from the third (state) on: index i is field i+3.
+func statFields(pid int) ([]string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // the command name may hold spaces
+	if len(f) < 20 {
+		return nil, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	return f, nil
 }
 
 // MemoryMB reads a figure of /proc/PID/status (VmRSS, VmHWM, ...) in MB (2^20 bytes).

@@ -23,7 +23,7 @@ type processMetrics struct {
 // AddProcessMetrics adds the process's own metrics to the registry.
 func AddProcessMetrics(r *Registry) {
 	start := time.Now()
-	if t, err := processStart(); err == nil {
+	if t, err := procstat.Start(os.Getpid()); err == nil {
 		start = t
 	}
 	r.add(processMetrics{start: start})
@@ -61,39 +61,6 @@ func (p processMetrics) write(w *bufio.Writer) {
 		gauge("go_memstats_heap_inuse_bytes", "Number of heap bytes that are in use.", "gauge",
 			float64(samples[1].Value.Uint64()+samples[2].Value.Uint64()))
 	}
-}
-
-const userHZ = 100 // the unit of /proc/PID/stat's times on Linux
-
-// processStart is when the process started: field 22 of /proc/self/stat, in clock ticks since boot.
-func processStart() (time.Time, error) {
-	data, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return time.Time{}, err
-	}
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 20 {
-		return time.Time{}, fmt.Errorf("/proc/self/stat: %d fields", len(f))
-	}
-	ticks, err := strconv.ParseFloat(f[19], 64)
-	if err != nil {
-		return time.Time{}, err
-	}
-	stat, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return time.Time{}, err
-	}
-	for _, line := range strings.Split(string(stat), "\n") {
-		if rest, ok := strings.CutPrefix(line, "btime "); ok {
-			boot, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
-			if err != nil {
-				return time.Time{}, err
-			}
-			return time.Unix(boot, 0).Add(time.Duration(ticks / userHZ * float64(time.Second))), nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("/proc/stat has no btime")
 }
 
 // maxFDs is the soft limit of open files, from /proc/self/limits.

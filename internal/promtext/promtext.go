@@ -244,11 +244,12 @@ func (h *HistogramVec) write(w *bufio.Writer) {
 		return
 	}
 	h.header(w)
-	if len(h.values) == 0 {
-		h.values[""] = &histogram{counts: make([]uint64, len(h.buckets)+1)}
+	values := h.values
+	if len(values) == 0 { // a histogram without labels is exported from the start, empty
+		values = map[string]*histogram{"": {counts: make([]uint64, len(h.buckets)+1)}}
 	}
-	for _, k := range slices.Sorted(maps.Keys(h.values)) {
-		x := h.values[k]
+	for _, k := range slices.Sorted(maps.Keys(values)) {
+		x := values[k]
 		var cum uint64
 		for i, c := range x.counts {
 			cum += c

@@ -51,6 +51,8 @@ type upstream interface {
 	// sessions reports, by neighbor, whether the session is established and how many times it was: once, for a
 	// session that never dropped.
 	sessions(t *testing.T) map[string]sessionCount
+	// lastError is the router's account of why the session from a neighbor last ended.
+	lastError(t *testing.T, neighbor netip.Addr) string
 }
 
 type sessionCount struct {
@@ -163,11 +165,17 @@ func TestInteroperatesWithBIRDAndFRR(t *testing.T) {
 			waitPaths("IPv6 prefix back", p6, both)
 			// Neither session dropped on the way.
 			checkSessions()
-			// Close: the router drops the paths at once (a Cease, not a hold-timer expiry).
+			// Close: the router drops the paths, and says it was told why (a Cease, administrative shutdown), not
+			// that the connection merely went away or the hold timer expired.
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
 			waitPaths("gone after Close", p4, func(paths []heard) bool { return len(paths) == 0 })
+			for _, n := range []netip.Addr{n4, n6} {
+				if why := r.lastError(t, n); !strings.Contains(strings.ToLower(why), "administrative") {
+					t.Errorf("the router says the session from %s ended with %q, want the Cease (administrative shutdown)", n, why)
+				}
+			}
 		})
 	}
 }
@@ -321,6 +329,27 @@ func (b *birdRouter) sessions(t *testing.T) map[string]sessionCount {
 	return got
 }
 
+func (b *birdRouter) lastError(t *testing.T, neighbor netip.Addr) string {
+	t.Helper()
+	for name, n := range b.names {
+		if n != neighbor.String() {
+			continue
+		}
+		out, err := b.birdc("show protocols all " + name)
+		if err != nil {
+			t.Fatalf("birdc show protocols all: %v: %s", err, out)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "Last error:"); ok {
+				return strings.TrimSpace(rest)
+			}
+		}
+		return ""
+	}
+	t.Fatalf("no protocol for %s", neighbor)
+	return ""
+}
+
 // startFRRRouter runs FRR's bgpd (without zebra) in the lab's namespace as the upstream router, likewise.
 func startFRRRouter(t *testing.T, lab *netlab.Lab, asn uint32, neighbors map[netip.Addr]uint32) upstream {
 	t.Helper()
@@ -464,4 +493,21 @@ func (f *frrRouter) sessions(t *testing.T) map[string]sessionCount {
 		got[n] = sessionCount{established: x.State == "Established" && x.Dropped == 0, ups: x.Established}
 	}
 	return got
+}
+
+func (f *frrRouter) lastError(t *testing.T, neighbor netip.Addr) string {
+	t.Helper()
+	out, err := f.vtysh("show bgp neighbors " + neighbor.String() + " json")
+	if err != nil {
+		t.Fatalf("vtysh: %v: %s", err, out)
+	}
+	var doc map[string]struct {
+		LastReset      string `json:"lastResetDueTo"`
+		LastReasonRecv string `json:"lastNotificationReason"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("vtysh output: %v: %s", err, out)
+	}
+	x := doc[neighbor.String()]
+	return x.LastReset + " " + x.LastReasonRecv
 }

@@ -118,8 +118,8 @@ type out struct {
 
 func (o out) equal(x out) bool { return o.nextHop == x.nextHop && o.route.Equal(x.route) }
 
-// updateMessage announces one route to a peer. ibgp: the peer is in the session's own AS (LOCAL_PREF sent, the
-// local AS not prepended); as4: the peer takes 4-octet AS numbers.
+// updateMessage announces one route to a peer. An iBGP peer (in the session's own AS) gets LOCAL_PREF and no local
+// AS in the path; as4 says the peer takes 4-octet AS numbers.
 func updateMessage(o out, s speaker.Session, as4 bool) (*bgp.BGPMessage, error) {
 	r := o.route
 	ibgp := s.PeerASN == s.LocalASN
