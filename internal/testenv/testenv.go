@@ -208,6 +208,13 @@ func (e *Env) Freeze(t testing.TB) (thaw func()) {
 			t.Fatalf("SIGSTOP %d: %v", pid, err)
 		}
 	}
+	// kill(2) only queues the signal: a thread busy on another core can still answer a request that is in flight.
+	// The freeze starts when the kernel reports every thread stopped.
+	for _, pid := range pids {
+		if err := waitStopped(pid, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var once sync.Once
 	thaw = func() {
 		once.Do(func() {
@@ -218,6 +225,43 @@ func (e *Env) Freeze(t testing.TB) (thaw func()) {
 	}
 	t.Cleanup(thaw)
 	return thaw
+}
+
+// waitStopped waits until every thread of pid is in the stopped state ('T' in /proc/PID/task/TID/stat).
+func waitStopped(pid int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		running, err := runningThreads(pid)
+		if err != nil {
+			return err
+		}
+		if running == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d: %d threads still running %s after SIGSTOP", pid, running, limit)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func runningThreads(pid int) (int, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, err
+	}
+	running := 0
+	for _, task := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			continue // the thread exited
+		}
+		s := string(data)
+		if i := strings.LastIndexByte(s, ')'); i < 0 || i+2 >= len(s) || s[i+2] != 'T' {
+			running++
+		}
+	}
+	return running, nil
 }
 
 // controlPlanePIDs finds this environment's etcd (by its data directory) and kube-apiserver (by the etcd it uses).
