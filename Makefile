@@ -14,7 +14,10 @@ CHART := charts/anycast-operator
 ENVTEST_ASSETS ?= $(CURDIR)/bin/k8s/$(K8S_VERSION)
 METALLB_VERSION ?= 0.16.1
 METALLB_SPEAKER_DIR ?= $(CURDIR)/bin/metallb/$(METALLB_VERSION)
-TEST_ENV = KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) METALLB_SPEAKER=$(METALLB_SPEAKER_DIR)/speaker METALLB_VALIDATE=$(METALLB_SPEAKER_DIR)/validate
+CILIUM_VERSION ?= v1.20.2
+CILIUM_BGP_DIR ?= $(CURDIR)/bin/cilium-bgp/$(CILIUM_VERSION)
+TEST_ENV = KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) METALLB_SPEAKER=$(METALLB_SPEAKER_DIR)/speaker METALLB_VALIDATE=$(METALLB_SPEAKER_DIR)/validate \
+	CILIUM_BGP_HARNESS=$(CILIUM_BGP_DIR)/ciliumbgp
 CONTROLLER_GEN := go tool controller-gen
 STATICCHECK_VERSION ?= v0.8.2
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -35,7 +38,8 @@ preflight-test preflight-demo preflight-bench:
 
 # The Go modules of everything make test builds, fetched in parallel while the first packages compile (a fresh
 # machine's downloads otherwise run one after another, between builds). Its log: bin/prefetch.log.
-PREFETCH_ENV = K8S_VERSION=$(K8S_VERSION) ENVTEST_ASSETS_DIR=$(ENVTEST_ASSETS) METALLB_VERSION=$(METALLB_VERSION) METALLB_SPEAKER_DIR=$(METALLB_SPEAKER_DIR)
+PREFETCH_ENV = K8S_VERSION=$(K8S_VERSION) ENVTEST_ASSETS_DIR=$(ENVTEST_ASSETS) METALLB_VERSION=$(METALLB_VERSION) METALLB_SPEAKER_DIR=$(METALLB_SPEAKER_DIR) \
+	CILIUM_VERSION=$(CILIUM_VERSION) CILIUM_BGP_DIR=$(CILIUM_BGP_DIR)
 .PHONY: prefetch prefetch-background
 prefetch: ## Fetch every Go module the tests and the tools built for them need, in parallel, and wait.
 	$(PREFETCH_ENV) hack/prefetch.sh
@@ -108,10 +112,15 @@ envtest-assets: ## Build kube-apiserver, etcd and kubectl from the Go module pro
 metallb-speaker: ## Build MetalLB's speaker and its configuration validator from the Go module proxy into bin/metallb/ (cached).
 	METALLB_VERSION=$(METALLB_VERSION) METALLB_SPEAKER_DIR=$(METALLB_SPEAKER_DIR) hack/build-metallb-speaker.sh
 
+.PHONY: cilium-bgp
+cilium-bgp: ## Build the Cilium BGP harness (Cilium's own BGP operator and agent code, test/ciliumbgp) into bin/cilium-bgp/ (cached).
+	CILIUM_VERSION=$(CILIUM_VERSION) CILIUM_BGP_DIR=$(CILIUM_BGP_DIR) hack/build-cilium-bgp.sh
+
 .PHONY: test
-test: preflight-test prefetch-background verify-gen lint envtest-assets metallb-speaker ## All tests, including those against a real API server, and demo-check.
+test: preflight-test prefetch-background verify-gen lint envtest-assets metallb-speaker cilium-bgp ## All tests, including those against a real API server, and demo-check.
 	$(TEST_ENV) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/demo) -count=1
 	cd test/upstream && go vet ./... && go test $(GO_TEST_FLAGS) ./... -count=1
+	cd test/ciliumbgp && go vet ./...
 	$(MAKE) --no-print-directory build-installer
 	cd test/install && go vet ./... && $(TEST_ENV) go test $(GO_TEST_FLAGS) ./... -count=1
 	$(MAKE) --no-print-directory demo-check
@@ -127,7 +136,7 @@ demo: preflight-demo envtest-assets build ## Run the product on this machine, li
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) bin/demo --bin-dir bin
 
 .PHONY: bench
-bench: preflight-bench prefetch-background envtest-assets metallb-speaker ## Benchmarks; figures go to docs/performance.md.
+bench: preflight-bench prefetch-background envtest-assets metallb-speaker cilium-bgp ## Benchmarks; figures go to docs/performance.md.
 	go test ./internal/plan/ -run '^$$' -bench . -benchmem -count=5
 	go test ./internal/speaker/embedded/ -run '^$$' -bench DecisionToRouter -benchtime=2000x -count=3
 	go test ./internal/speaker/bird/ -run '^$$' -bench DecisionToRouter -benchtime=300x -count=2
@@ -136,6 +145,7 @@ bench: preflight-bench prefetch-background envtest-assets metallb-speaker ## Ben
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/bench/ -run '^$$' -bench ManagerScale -benchtime=2x -timeout 60m
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/bench/ -run '^$$' -bench AgentFootprint -benchtime=1x -timeout 20m
 	$(TEST_ENV) go test ./test/e2e/ -run '^$$' -bench MetalLBSpeakerFootprint -benchtime=1x -count=2 -timeout 10m
+	$(TEST_ENV) go test ./test/e2e/ -run '^$$' -bench 'MetalLBDecisionToRouter|CiliumDecisionToRouter' -benchtime=50x -timeout 15m
 
 ##@ Build
 

@@ -268,6 +268,8 @@ type Path struct {
 	Communities      []uint32
 	LargeCommunities []string
 	MED              *uint32
+	// LocalPref is LOCAL_PREF, which only an iBGP session carries.
+	LocalPref *uint32
 }
 
 func (p Path) String() string {
@@ -275,7 +277,11 @@ func (p Path) String() string {
 	if p.MED != nil {
 		med = fmt.Sprint(*p.MED)
 	}
-	return fmt.Sprintf("%s from %s via %s as-path %v communities %v large %v med %s", p.Prefix, p.Neighbor, p.NextHop, p.ASPath, p.Communities, p.LargeCommunities, med)
+	pref := "-"
+	if p.LocalPref != nil {
+		pref = fmt.Sprint(*p.LocalPref)
+	}
+	return fmt.Sprintf("%s from %s via %s as-path %v communities %v large %v med %s local-pref %s", p.Prefix, p.Neighbor, p.NextHop, p.ASPath, p.Communities, p.LargeCommunities, med, pref)
 }
 
 // Paths returns what the router holds in its RIB for a prefix (nil when it has none).
@@ -311,6 +317,9 @@ func (r *Router) Paths(prefix netip.Prefix) []Path {
 				case *bgp.PathAttributeMultiExitDisc:
 					v := a.Value
 					got.MED = &v
+				case *bgp.PathAttributeLocalPref:
+					v := a.Value
+					got.LocalPref = &v
 				}
 			}
 			out = append(out, got)
