@@ -56,6 +56,14 @@ func WithAPIServerStopTimeout(d time.Duration) Option {
 	return func(e *envtest.Environment) { e.ControlPlaneStopTimeout = d }
 }
 
+// WithDualStackServices gives the API server an IPv6 Service range next to envtest's IPv4 one, so that IPv6 and
+// dual-stack Services can be created.
+func WithDualStackServices() Option {
+	return func(e *envtest.Environment) {
+		e.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.0.0.0/24,fd00:10:96::/112")
+	}
+}
+
 // WithCRDs installs more CRDs, from directories of YAML files (the upstream CRDs of a BGP stack, read from the Go
 // module cache).
 func WithCRDs(dirs ...string) Option {

@@ -64,6 +64,9 @@ type ciliumSetup struct {
 	addrs        map[string]netip.Addr
 	services     map[string]*nodeService
 	prefix       netip.Prefix
+	prefix6      netip.Prefix // dual stack only
+	addrs6       map[string]netip.Addr
+	router6      netip.Addr // the eBGP router's IPv6 address, dual stack only
 	stopManager  func()
 	kubeconfig   string
 	harness      string
@@ -75,7 +78,10 @@ const (
 	ciliumLocalPref = 250
 )
 
-func startCiliumSetup(t testing.TB, n int, who decider) *ciliumSetup {
+// ciliumOptions: dualStack adds an IPv6 session to the eBGP router from each node, an IPv6 prefix and its Service.
+type ciliumOptions struct{ dualStack bool }
+
+func startCiliumSetup(t testing.TB, n int, who decider, opts ...ciliumOptions) *ciliumSetup {
 	t.Helper()
 	ctx := context.Background()
 	bin := ciliumHarnessBinary(t)
@@ -83,8 +89,9 @@ func startCiliumSetup(t testing.TB, n int, who decider) *ciliumSetup {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dual := len(opts) > 0 && opts[0].dualStack
 	lab := netlab.New(t, n)
-	env, _ := startCluster(t, testenv.WithCRDs(dir))
+	env, _ := startCluster(t, testenv.WithCRDs(dir), testenv.WithDualStackServices())
 	if err := cilium.AddToScheme(env.Scheme); err != nil {
 		t.Fatal(err)
 	}
@@ -93,19 +100,24 @@ func startCiliumSetup(t testing.TB, n int, who decider) *ciliumSetup {
 		t.Fatal(err)
 	}
 	s := &ciliumSetup{k8s: k8s, addrs: map[string]netip.Addr{}, services: map[string]*nodeService{}, prefix: netip.MustParsePrefix("198.51.100.0/24"),
-		harness: bin, agentStopped: map[string]func(){}}
-	neighbors := map[netip.Addr]uint32{}
+		harness: bin, agentStopped: map[string]func(){}, addrs6: map[string]netip.Addr{}}
+	neighbors, ebgpNeighbors := map[netip.Addr]uint32{}, map[netip.Addr]uint32{}
 	for i := range n {
 		name := fmt.Sprintf("edge-%d", i+1)
 		s.nodes = append(s.nodes, name)
 		s.addrs[name] = lab.Nodes4[i]
-		neighbors[lab.Nodes4[i]] = 64512
+		neighbors[lab.Nodes4[i]], ebgpNeighbors[lab.Nodes4[i]] = 64512, 64512
+		if dual {
+			s.addrs6[name] = lab.Nodes6[i]
+			ebgpNeighbors[lab.Nodes6[i]] = 64512
+		}
 	}
-	ebgpNeighbors := map[netip.Addr]uint32{}
-	for a := range neighbors {
-		ebgpNeighbors[a] = 64512
+	ebgpAddrs := []netip.Addr{lab.Router4}
+	if dual {
+		s.prefix6, s.router6 = netip.MustParsePrefix("2001:db8:100::/48"), lab.Router6
+		ebgpAddrs = append(ebgpAddrs, lab.Router6)
 	}
-	s.ebgp = bgptest.StartWith(t, bgptest.Options{Addresses: []netip.Addr{lab.Router4}, ASN: 65001, Netns: lab.NetnsPath, Neighbors: ebgpNeighbors, Password: ciliumPassword})
+	s.ebgp = bgptest.StartWith(t, bgptest.Options{Addresses: ebgpAddrs, ASN: 65001, Netns: lab.NetnsPath, Neighbors: ebgpNeighbors, Password: ciliumPassword})
 	s.ibgp = bgptest.StartWith(t, bgptest.Options{Addresses: []netip.Addr{lab.AddRouterAddress(t, false)}, ASN: 64512, Netns: lab.NetnsPath, Neighbors: neighbors, Password: ciliumPassword})
 
 	var addrs []netip.Addr
@@ -123,12 +135,19 @@ func startCiliumSetup(t testing.TB, n int, who decider) *ciliumSetup {
 		{Address: anycastv1.IPAddress(s.ebgp.Address.String()), ASN: 65001, Port: ptr.To(int32(s.ebgp.Port)), PasswordSecretRef: &anycastv1.SecretKeyRef{Name: "bgp-md5", Key: "password"}},
 		{Address: anycastv1.IPAddress(s.ibgp.Address.String()), ASN: 64512, Port: ptr.To(int32(s.ibgp.Port)), PasswordSecretRef: &anycastv1.SecretKeyRef{Name: "bgp-md5", Key: "password"}},
 	}}
+	if dual {
+		claim.Spec.Static.Peers = append(claim.Spec.Static.Peers, anycastv1.BGPPeer{Address: anycastv1.IPAddress(s.router6.String()), ASN: 65001, Port: ptr.To(int32(s.ebgp.Port)),
+			PasswordSecretRef: &anycastv1.SecretKeyRef{Name: "bgp-md5", Key: "password"}})
+	}
 	claim.Spec.Timers = &anycastv1.BGPTimers{HoldTime: &metav1.Duration{Duration: 9 * time.Second}, KeepaliveTime: &metav1.Duration{Duration: 3 * time.Second},
 		ConnectRetry: &metav1.Duration{Duration: time.Second}}
 	ap := dnsPrefix("web")
 	ap.Spec.Attributes = &anycastv1.BGPAttributes{Communities: []anycastv1.Community{"64512:100"}, LargeCommunities: []anycastv1.LargeCommunity{"64512:1:2"},
 		LocalPreference: ptr.To[int64](ciliumLocalPref)}
 	ap.Spec.Safety = &anycastv1.PrefixSafety{MaxWithdrawn: ptr.To(intstr.FromInt32(1))}
+	if dual {
+		ap.Spec.Prefixes = append(ap.Spec.Prefixes, anycastv1.CIDR(s.prefix6.String()))
+	}
 	objs := []client.Object{claim, ap, fastPolicy("web", fmt.Sprintf("http://$(NODE_IP):%d/healthz", port), 2),
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "bgp-md5", Namespace: namespace}, StringData: map[string]string{"password": ciliumPassword}}}
 	for _, name := range s.nodes {
@@ -146,6 +165,9 @@ func startCiliumSetup(t testing.TB, n int, who decider) *ciliumSetup {
 		for _, r := range []*bgptest.Router{s.ebgp, s.ibgp} {
 			peers = append(peers, map[string]any{"name": backend.Sanitize(r.Address.String()), "localAddress": addr})
 		}
+		if dual {
+			peers = append(peers, map[string]any{"name": backend.Sanitize(s.router6.String()), "localAddress": s.addrs6[name].String()})
+		}
 		objs = append(objs, ciliumObject("CiliumBGPNodeConfigOverride", name, map[string]any{
 			"spec": map[string]any{"bgpInstances": []any{map[string]any{"name": "edge", "peers": peers}}},
 		}))
@@ -153,6 +175,9 @@ func startCiliumSetup(t testing.TB, n int, who decider) *ciliumSetup {
 	// The anycast Service: Cilium's LB-IPAM gives it an address of the prefix's pool; with externalTrafficPolicy
 	// Cluster, Cilium announces the aggregate.
 	objs = append(objs, anycastService("dns", corev1.ServiceExternalTrafficPolicyCluster, s.prefix))
+	if dual {
+		objs = append(objs, anycastService("dns6", corev1.ServiceExternalTrafficPolicyCluster, s.prefix6))
+	}
 	create(t, k8s, objs...)
 
 	secrets := func(name, key string) ([]byte, bool) {
@@ -422,6 +447,47 @@ func TestRealCiliumExternalTrafficPolicyLocal(t *testing.T) {
 	s.waitAnnouncing(t, host, "edge-1 failing: the host route gone")
 	s.services["edge-1"].healthy.Store(true)
 	s.waitAnnouncing(t, host, "edge-1 recovered: the host route back", "edge-1")
+}
+
+// TestRealCiliumDualStack: an IPv4 and an IPv6 prefix, each node with a session of each family to the eBGP router.
+// Each prefix arrives over the sessions of its own family only, with the node's address of that family as the next
+// hop (Cilium would send the other family too, with an IPv4-mapped or cross-family next hop, if the peer config
+// let it), and a failing node withdraws both.
+func TestRealCiliumDualStack(t *testing.T) {
+	s := startCiliumSetup(t, 2, agentDecides, ciliumOptions{dualStack: true})
+	if a := s.serviceAddress(t, "dns6"); !s.prefix6.Contains(a) {
+		t.Fatalf("LB-IPAM gave the IPv6 Service %s, outside %s", a, s.prefix6)
+	}
+	hops6 := func(names ...string) []string {
+		var hops []string
+		for _, n := range names {
+			hops = append(hops, s.addrs6[n].String())
+		}
+		slices.Sort(hops)
+		return hops
+	}
+	// Neighbor and next hop are the same address, of the prefix's family, once per node.
+	exact := func(want []string) func([]bgptest.Path) bool {
+		return func(paths []bgptest.Path) bool {
+			var neighbors []string
+			for _, p := range paths {
+				neighbors = append(neighbors, p.Neighbor)
+			}
+			slices.Sort(neighbors)
+			return slices.Equal(from(paths), want) && slices.Equal(neighbors, want)
+		}
+	}
+	wait := func(what string, names ...string) {
+		t.Helper()
+		got4 := s.ebgp.WaitFor(t, s.prefix, what+": IPv4", exact(s.hops(names...)))
+		got6 := s.ebgp.WaitFor(t, s.prefix6, what+": IPv6", exact(hops6(names...)))
+		t.Logf("%s:\n%s\n%s", what, describePaths(got4), describePaths(got6))
+	}
+	wait("both nodes announce", s.nodes...)
+	s.services["edge-2"].healthy.Store(false)
+	wait("edge-2 failing", "edge-1")
+	s.services["edge-2"].healthy.Store(true)
+	wait("edge-2 recovered", s.nodes...)
 }
 
 // BenchmarkCiliumDecisionToRouter measures the whole path with Cilium's own BGP code: a node's decision written to

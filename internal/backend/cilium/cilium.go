@@ -83,6 +83,10 @@ func (t Translator) Translate(d backend.Desired) backend.Translation {
 		tr.Objects = append(tr.Objects, advertisement(r))
 	}
 	tr.IgnoreAttributes(d, backend.AttributeLimits{MED: "Cilium's advertisements have no MED", ASPathPrepend: "Cilium's advertisements have none"})
+	for _, p := range prefixesWithoutPeers(d) {
+		tr.IgnorePrefix(p.Source, fmt.Sprintf("%s: no %s peer in its claims (Cilium would send it over the other family's sessions with a next hop no router can use)",
+			p.Prefix, family(p.Prefix.Addr())))
+	}
 	// One cluster config per node: its instances (one per claim) and their peers.
 	instances := map[string][]ciliumv2.CiliumBGPInstance{}
 	for _, s := range d.Sessions {
@@ -123,11 +127,12 @@ func (t Translator) Translate(d backend.Desired) backend.Translation {
 // labelled for this node and claim in both families.
 func peerConfig(s backend.Session, node string, secret *corev1.Secret, tr *backend.Translation) *ciliumv2.CiliumBGPPeerConfig {
 	selector := &metav1.LabelSelector{MatchLabels: map[string]string{announceKey(node): "true", claimKey(s.Claim): "true"}}
+	// One family, the peer's: Cilium sends each route of a family over every session that has it, with the
+	// session's own address as the next hop, so an IPv6 prefix over an IPv4 session arrives with an IPv4-mapped next
+	// hop (::ffff:a.b.c.d) and an IPv4 prefix over an IPv6 session with an IPv6 one; neither is usable by a router
+	// (found by the test that runs Cilium's own BGP code).
 	pc := &ciliumv2.CiliumBGPPeerConfig{ObjectMeta: backend.Meta(backend.Name(s.Name(), node), "", s.Claim), Spec: ciliumv2.CiliumBGPPeerConfigSpec{
-		Families: []ciliumv2.CiliumBGPFamilyWithAdverts{
-			{Afi: "ipv4", Safi: "unicast", Advertisements: selector},
-			{Afi: "ipv6", Safi: "unicast", Advertisements: selector.DeepCopy()},
-		},
+		Families: []ciliumv2.CiliumBGPFamilyWithAdverts{{Afi: family(peerAddr(s)), Safi: "unicast", Advertisements: selector}},
 	}}
 	if s.Peer.Port != nil {
 		pc.Spec.Transport = &ciliumv2.CiliumBGPTransport{PeerPort: s.Peer.Port}
@@ -164,6 +169,34 @@ func peerConfig(s backend.Session, node string, secret *corev1.Secret, tr *backe
 		pc.Spec.AuthSecretRef = ptr.To(secret.Name)
 	}
 	return pc
+}
+
+// family is Cilium's afi of an address.
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "ipv4"
+	}
+	return "ipv6"
+}
+
+// peerAddr is the session's peer address (the API server validated it).
+func peerAddr(s backend.Session) netip.Addr {
+	a, _ := netip.ParseAddr(string(s.Peer.Address))
+	return a.Unmap()
+}
+
+// prefixesWithoutPeers are the planned prefixes none of whose claims has a peer of the prefix's family: Cilium
+// cannot announce them with a usable next hop.
+func prefixesWithoutPeers(d backend.Desired) []backend.PlannedPrefix {
+	var out []backend.PlannedPrefix
+	for _, p := range d.Planned {
+		if !slices.ContainsFunc(d.Sessions, func(s backend.Session) bool {
+			return slices.Contains(p.BGP.Claims, s.Claim) && peerAddr(s).Is4() == p.Prefix.Addr().Is4()
+		}) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // seconds rounds up to whole seconds, at least 1: Cilium's timers are whole seconds.
