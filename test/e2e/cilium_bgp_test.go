@@ -406,6 +406,65 @@ func TestRealCiliumBGPControlPlane(t *testing.T) {
 	s.services["edge-3"].healthy.Store(true)
 	s.waitAnnouncing(t, s.prefix, "all recovered", s.nodes...)
 
+	// Deprefer: a failing edge-1 keeps its path, with GRACEFUL_SHUTDOWN, at both routers, and is back to normal on
+	// recovery; its path is replaced in place each time, never withdrawn on the way (the routers' update streams
+	// would show even a withdrawal replaced a moment later).
+	setPolicy(t, s.k8s, "web", func(p *anycastv1.HealthPolicySpec) { p.OnUnhealthy = anycastv1.UnhealthyDeprefer })
+	for _, n := range s.nodes {
+		waitSpec(t, s.k8s, n, func(na *anycastv1.NodeAnnouncement) bool {
+			return len(na.Spec.HealthPolicies) == 1 && na.Spec.HealthPolicies[0].Spec.OnUnhealthy == anycastv1.UnhealthyDeprefer
+		})
+	}
+	updates := map[*bgptest.Router]<-chan bgptest.Change{s.ebgp: s.ebgp.Updates(t), s.ibgp: s.ibgp.Updates(t)}
+	gshut := func(paths []bgptest.Path, n string) bool {
+		for _, p := range paths {
+			if p.NextHop == s.addrs[n].String() {
+				return slices.Contains(p.Communities, speaker.GracefulShutdown)
+			}
+		}
+		return false
+	}
+	deprefered := func(names ...string) func([]bgptest.Path) bool {
+		return func(paths []bgptest.Path) bool {
+			if !slices.Equal(from(paths), s.hops(s.nodes...)) {
+				return false
+			}
+			for _, n := range s.nodes {
+				if gshut(paths, n) != slices.Contains(names, n) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	s.services["edge-1"].healthy.Store(false)
+	for _, r := range []*bgptest.Router{s.ebgp, s.ibgp} {
+		t.Logf("edge-1 deprefered, at %s:\n%s", r.Address, describePaths(r.WaitFor(t, s.prefix, "edge-1 deprefers", deprefered("edge-1"))))
+	}
+	s.services["edge-1"].healthy.Store(true)
+	for _, r := range []*bgptest.Router{s.ebgp, s.ibgp} {
+		r.WaitFor(t, s.prefix, "edge-1 back to normal", deprefered())
+	}
+	for r, ch := range updates {
+		replaced := 0
+		for len(ch) > 0 {
+			c := <-ch
+			switch {
+			case c.Prefix != s.prefix.String():
+			case c.Withdrawn:
+				t.Errorf("%s withdrew its path at %s while deprefering or coming back", c.Neighbor, r.Address)
+			case c.Neighbor == s.addrs["edge-1"].String():
+				replaced++
+			}
+		}
+		if replaced < 2 {
+			t.Errorf("%s: %d updates from edge-1 seen in the stream, want its deprefered path and its normal one", r.Address, replaced)
+		}
+		if r.UpdatesLost() > 0 {
+			t.Errorf("%d updates at %s not seen", r.UpdatesLost(), r.Address)
+		}
+	}
+
 	// No session dropped while paths came and went.
 	for _, n := range s.nodes {
 		for _, r := range []*bgptest.Router{s.ebgp, s.ibgp} {
@@ -519,6 +578,37 @@ func BenchmarkCiliumDecisionToRouter(b *testing.B) {
 	}
 	s.waitAnnouncing(b, s.prefix, "announced", node)
 	withdraw, announce := s.ebgp.MeasureToggles(b, s.prefix.String(), decide)
+	withdraw.Report(b, "withdraw")
+	announce.Report(b, "announce")
+}
+
+// BenchmarkCiliumAdvertisementToRouter measures Cilium's own step: a change of the node's label on the
+// CiliumBGPAdvertisement (the write the manager makes) → Cilium's agent → the router's RIB. The manager is stopped
+// once the advertisement exists, so only the benchmark writes it.
+func BenchmarkCiliumAdvertisementToRouter(b *testing.B) {
+	s := startCiliumSetup(b, 1, agentDecides)
+	node := s.nodes[0]
+	s.waitAnnouncing(b, s.prefix, "announced", node)
+	s.stopManager()
+	ctx := context.Background()
+	var list ciliumv2.CiliumBGPAdvertisementList
+	if err := s.k8s.List(ctx, &list); err != nil || len(list.Items) != 1 {
+		b.Fatalf("want one CiliumBGPAdvertisement: %v %v", list.Items, err)
+	}
+	adv := &list.Items[0]
+	key := "announce.anycast.dev/" + node
+	if adv.Labels[key] != "true" {
+		b.Fatalf("the advertisement has no label %s: %v", key, adv.Labels)
+	}
+	setLabel := func(announce bool) error {
+		if announce {
+			adv.Labels[key] = "true"
+		} else {
+			delete(adv.Labels, key)
+		}
+		return s.k8s.Update(ctx, adv)
+	}
+	withdraw, announce := s.ebgp.MeasureToggles(b, s.prefix.String(), setLabel)
 	withdraw.Report(b, "withdraw")
 	announce.Report(b, "announce")
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,6 +36,7 @@ type Router struct {
 	established map[netip.Addr]int // sessions that reached Established, by neighbor
 	downs       map[netip.Addr]int // Established sessions that went down, by neighbor
 	stopWatch   context.CancelFunc
+	updatesLost atomic.Int64
 }
 
 // Options configure a router.
@@ -353,11 +355,13 @@ func describe(paths []Path) string {
 	return strings.Join(s, "; ")
 }
 
-// Change is a best-path change in the router's RIB.
+// Change is a best-path change in the router's RIB, or (from Updates) a path a neighbor sent or withdrew.
 type Change struct {
 	Prefix    string
 	Withdrawn bool
 	At        time.Time
+	// Neighbor is the session the update came on (Updates only).
+	Neighbor string
 }
 
 // Changes streams the router's best-path changes from now on, until the test ends. Benchmarks wait on it instead of
@@ -380,3 +384,33 @@ func (r *Router) Changes(t testing.TB) <-chan Change {
 	}
 	return ch
 }
+
+// Updates streams every path the neighbors send or withdraw from now on (what arrives in their UPDATE messages, before
+// import policy), until the test ends: a withdrawal that a new path replaces a moment later shows here, where the
+// RIB's state, looked at, may never show it. UpdatesLost counts what did not fit in the stream's buffer.
+func (r *Router) Updates(t testing.TB) <-chan Change {
+	ch := make(chan Change, 4096)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	err := r.bgp.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPathUpdate: func(paths []*apiutil.Path, _ time.Time) {
+		now := time.Now()
+		for _, p := range paths {
+			c := Change{Prefix: p.Nlri.String(), Withdrawn: p.Withdrawal, At: now}
+			if p.PeerAddress.IsValid() {
+				c.Neighbor = p.PeerAddress.String()
+			}
+			select {
+			case ch <- c:
+			default:
+				r.updatesLost.Add(1)
+			}
+		}
+	}}, server.WatchUpdate(false, "", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+// UpdatesLost is how many updates Updates could not stream because its reader fell behind.
+func (r *Router) UpdatesLost() int64 { return r.updatesLost.Load() }
