@@ -145,7 +145,7 @@ bench: preflight-bench prefetch-background envtest-assets metallb-speaker cilium
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/bench/ -run '^$$' -bench ManagerScale -benchtime=2x -timeout 60m
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test ./test/bench/ -run '^$$' -bench AgentFootprint -benchtime=1x -timeout 20m
 	$(TEST_ENV) go test ./test/e2e/ -run '^$$' -bench MetalLBSpeakerFootprint -benchtime=1x -count=2 -timeout 10m
-	$(TEST_ENV) go test ./test/e2e/ -run '^$$' -bench 'MetalLBDecisionToRouter|Cilium.*ToRouter' -benchtime=50x -timeout 15m
+	$(TEST_ENV) go test ./test/e2e/ -run '^$$' -bench 'MetalLBDecisionToRouter|Cilium.*ToRouter' -benchtime=50x -count=2 -timeout 15m
 
 ##@ Build
 
