@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,19 +37,7 @@ import (
 // cells), built from Cilium's module by hack/build-cilium-bgp.sh (make cilium-bgp; make test builds it first and
 // passes its path in CILIUM_BGP_HARNESS).
 func ciliumHarnessBinary(t testing.TB) string {
-	t.Helper()
-	path := os.Getenv("CILIUM_BGP_HARNESS")
-	if path == "" {
-		root, err := testenv.RepoRoot()
-		if err != nil {
-			t.Fatal(err)
-		}
-		path = filepath.Join(root, "bin", "cilium-bgp", testenv.CiliumVersion, "ciliumbgp")
-	}
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("Cilium's BGP harness not found at %s: run `make cilium-bgp` (builds it from the Go module proxy)", path)
-	}
-	return path
+	return builtBinary(t, "CILIUM_BGP_HARNESS", "make cilium-bgp", "bin", "cilium-bgp", testenv.CiliumVersion, "ciliumbgp")
 }
 
 // ciliumSetup is a cluster whose BGP stack is Cilium's own code: the test API server with Cilium's CRDs, the
@@ -58,19 +45,17 @@ func ciliumHarnessBinary(t testing.TB) string {
 // Cilium BGP agent process, one Cilium operator process, and two routers in a network namespace across a veth pair:
 // an eBGP one (AS 65001) and an iBGP one (AS 64512, the claim's own AS, so that LOCAL_PREF reaches it).
 type ciliumSetup struct {
-	k8s          client.Client
-	ebgp, ibgp   *bgptest.Router
-	nodes        []string
-	addrs        map[string]netip.Addr
-	services     map[string]*nodeService
-	prefix       netip.Prefix
-	prefix6      netip.Prefix // dual stack only
-	addrs6       map[string]netip.Addr
-	router6      netip.Addr // the eBGP router's IPv6 address, dual stack only
-	stopManager  func()
-	kubeconfig   string
-	harness      string
-	agentStopped map[string]func()
+	k8s         client.Client
+	ebgp, ibgp  *bgptest.Router
+	nodes       []string
+	addrs       map[string]netip.Addr
+	services    map[string]*nodeService
+	prefix      netip.Prefix
+	prefix6     netip.Prefix // dual stack only
+	addrs6      map[string]netip.Addr
+	router6     netip.Addr // the eBGP router's IPv6 address, dual stack only
+	stopManager func()
+	kubeconfig  string
 }
 
 const (
@@ -100,7 +85,7 @@ func startCiliumSetup(t testing.TB, n int, who decider, opts ...ciliumOptions) *
 		t.Fatal(err)
 	}
 	s := &ciliumSetup{k8s: k8s, addrs: map[string]netip.Addr{}, services: map[string]*nodeService{}, prefix: netip.MustParsePrefix("198.51.100.0/24"),
-		harness: bin, agentStopped: map[string]func(){}, addrs6: map[string]netip.Addr{}}
+		addrs6: map[string]netip.Addr{}}
 	neighbors, ebgpNeighbors := map[netip.Addr]uint32{}, map[netip.Addr]uint32{}
 	for i := range n {
 		name := fmt.Sprintf("edge-%d", i+1)
@@ -196,7 +181,7 @@ func startCiliumSetup(t testing.TB, n int, who decider, opts ...ciliumOptions) *
 	}
 	startCiliumProcess(t, bin, s.kubeconfig, "operator")
 	for _, name := range s.nodes {
-		s.agentStopped[name] = startCiliumProcess(t, bin, s.kubeconfig, "agent", "--node="+name)
+		startCiliumProcess(t, bin, s.kubeconfig, "agent", "--node="+name)
 	}
 	if who == agentDecides {
 		log := testr.NewWithInterface(t, testr.Options{Verbosity: 0})
@@ -227,45 +212,11 @@ func anycastService(name string, policy corev1.ServiceExternalTrafficPolicy, pre
 }
 
 // startCiliumProcess runs the harness in one mode; the returned function stops it (it stops at the end of the test
-// anyway) and its log is printed when the test fails.
+// anyway) and its log is printed when the test fails (always with CILIUM_LOGS=1).
 func startCiliumProcess(t testing.TB, bin, kubeconfig string, args ...string) (stop func()) {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), "cilium.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command(bin, append(args, "--k8s-kubeconfig-path="+kubeconfig)...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}
-	t.Cleanup(func() {
-		stop()
-		_ = logFile.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("Cilium %v log:\n%s", args, tail(string(b), 60))
-		}
-	})
-	return stop
+	return startLogged(t, fmt.Sprintf("Cilium %v", args), cmd, 60, os.Getenv("CILIUM_LOGS") != "")
 }
 
 // serviceAddress waits for Cilium's LB-IPAM to give the Service an address and returns it.
@@ -482,6 +433,14 @@ func TestRealCiliumBGPControlPlane(t *testing.T) {
 	pollTB(t, "the pool is removed", func() (bool, string) {
 		err := s.k8s.Get(ctx, client.ObjectKey{Name: cilium.PoolName("dns", s.prefix)}, &ciliumv2.CiliumLoadBalancerIPPool{})
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
+	// With its pool gone, Cilium's LB-IPAM takes the address back from the Service.
+	pollTB(t, "the Service loses its address", func() (bool, string) {
+		var svc corev1.Service
+		if err := s.k8s.Get(ctx, client.ObjectKey{Namespace: "default", Name: "dns"}, &svc); err != nil {
+			return false, err.Error()
+		}
+		return len(svc.Status.LoadBalancer.Ingress) == 0, fmt.Sprintf("%+v", svc.Status.LoadBalancer)
 	})
 }
 

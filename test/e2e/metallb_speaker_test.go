@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,19 +38,65 @@ import (
 // metallbSpeakerBinary is MetalLB's speaker, built from its Go module by hack/build-metallb-speaker.sh
 // (make metallb-speaker; make test builds it first and passes its path in METALLB_SPEAKER).
 func metallbSpeakerBinary(t testing.TB) string {
+	return builtBinary(t, "METALLB_SPEAKER", "make metallb-speaker", "bin", "metallb", "0.16.1", "speaker")
+}
+
+// builtBinary is a program a hack/ script builds from the module proxy into bin/: the path in the environment
+// variable make test sets, or else where the script puts it.
+func builtBinary(t testing.TB, env, target string, path ...string) string {
 	t.Helper()
-	path := os.Getenv("METALLB_SPEAKER")
-	if path == "" {
+	bin := os.Getenv(env)
+	if bin == "" {
 		root, err := testenv.RepoRoot()
 		if err != nil {
 			t.Fatal(err)
 		}
-		path = filepath.Join(root, "bin", "metallb", "0.16.1", "speaker")
+		bin = filepath.Join(append([]string{root}, path...)...)
 	}
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("MetalLB's speaker not found at %s: run `make metallb-speaker` (builds it from the Go module proxy)", path)
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s not found: run `%s` (builds it from the Go module proxy)", bin, target)
 	}
-	return path
+	return bin
+}
+
+// startLogged starts cmd with its output in a log file, killed if the test process dies; the returned function
+// stops it (SIGTERM, SIGKILL after 10 s), as the end of the test does anyway, and the last lines of its log are
+// printed when the test fails (or always, with always).
+func startLogged(t testing.TB, name string, cmd *exec.Cmd, lines int, always bool) (stop func()) {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), "process.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	t.Cleanup(func() {
+		stop()
+		_ = logFile.Close()
+		if t.Failed() || always {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("%s log:\n%s", name, tail(string(b), lines))
+		}
+	})
+	return stop
 }
 
 // lowPort returns a free port MetalLB's BGPPeer accepts (1-16384).
@@ -155,36 +202,11 @@ func startMetalLBSpeakerSetup(t testing.TB, who decider) *metallbSpeakerSetup {
 	if err := env.WriteKubeconfig(kubeconfig); err != nil {
 		t.Fatal(err)
 	}
-	logPath := filepath.Join(t.TempDir(), "speaker.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command(bin, "--node-name", node, "--pod-name", "speaker-"+node, "--namespace", "metallb-system",
 		"--port", fmt.Sprint(lowPort(t, netip.MustParseAddr("127.0.0.1"))+1), "--health-probe-port", fmt.Sprint(bgptest.FreePort(t, netip.MustParseAddr("127.0.0.1"))),
 		"--log-level", "info")
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "METALLB_BGP_TYPE=native")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		_ = logFile.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("MetalLB speaker log:\n%s", tail(string(b), 40))
-		}
-	})
+	startLogged(t, "MetalLB speaker", cmd, 40, false)
 	return &metallbSpeakerSetup{k8s: k8s, router: router, service: services[0], prefix: prefix, node: node, stopManager: stopManager, env: env,
 		pid: cmd.Process.Pid}
 }

@@ -360,7 +360,7 @@ type Change struct {
 	Prefix    string
 	Withdrawn bool
 	At        time.Time
-	// Neighbor is the session the update came on (Updates only).
+	// Neighbor is the session the path came on (for a best-path change, the new best path's; "" for the router's own).
 	Neighbor string
 }
 
@@ -368,20 +368,9 @@ type Change struct {
 // polling the RIB, whose listing alone costs hundreds of microseconds.
 func (r *Router) Changes(t testing.TB) <-chan Change {
 	ch := make(chan Change, 1024)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	err := r.bgp.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnBestPath: func(paths []*apiutil.Path, _ time.Time) {
-		now := time.Now()
-		for _, p := range paths {
-			select {
-			case ch <- Change{Prefix: p.Nlri.String(), Withdrawn: p.Withdrawal, At: now}:
-			default:
-			}
-		}
-	}}, server.WatchBestPath(false))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r.stream(t, ch, server.WatchBestPath(false), func(cb func([]*apiutil.Path, time.Time)) server.WatchEventMessageCallbacks {
+		return server.WatchEventMessageCallbacks{OnBestPath: cb}
+	}, nil)
 	return ch
 }
 
@@ -390,9 +379,18 @@ func (r *Router) Changes(t testing.TB) <-chan Change {
 // RIB's state, looked at, may never show it. UpdatesLost counts what did not fit in the stream's buffer.
 func (r *Router) Updates(t testing.TB) <-chan Change {
 	ch := make(chan Change, 4096)
+	r.stream(t, ch, server.WatchUpdate(false, "", ""), func(cb func([]*apiutil.Path, time.Time)) server.WatchEventMessageCallbacks {
+		return server.WatchEventMessageCallbacks{OnPathUpdate: cb}
+	}, &r.updatesLost)
+	return ch
+}
+
+// stream sends the paths of one kind of watch event to ch, never blocking the router: what does not fit is dropped
+// (and counted in lost, if given).
+func (r *Router) stream(t testing.TB, ch chan<- Change, opt server.WatchOption, callbacks func(func([]*apiutil.Path, time.Time)) server.WatchEventMessageCallbacks, lost *atomic.Int64) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	err := r.bgp.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPathUpdate: func(paths []*apiutil.Path, _ time.Time) {
+	err := r.bgp.WatchEvent(ctx, callbacks(func(paths []*apiutil.Path, _ time.Time) {
 		now := time.Now()
 		for _, p := range paths {
 			c := Change{Prefix: p.Nlri.String(), Withdrawn: p.Withdrawal, At: now}
@@ -402,14 +400,15 @@ func (r *Router) Updates(t testing.TB) <-chan Change {
 			select {
 			case ch <- c:
 			default:
-				r.updatesLost.Add(1)
+				if lost != nil {
+					lost.Add(1)
+				}
 			}
 		}
-	}}, server.WatchUpdate(false, "", ""))
+	}), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ch
 }
 
 // UpdatesLost is how many updates Updates could not stream because its reader fell behind.
