@@ -25,7 +25,23 @@ const (
 	// CiliumVersion is the Cilium whose CRDs the tests install (and whose Go types test/upstream compares the local
 	// ones with). The main module does not depend on Cilium, so the version is named here.
 	CiliumVersion = "v1.20.2"
+	// CalicoConfdVersion is the Calico whose confd hack/build-calico-confd.sh builds: the only Calico the module
+	// proxy serves, a release-v3.28 commit published as a pseudo-version of the calico module; CalicoConfdCommit
+	// names its directory in bin/calico/.
+	CalicoConfdModule  = "github.com/projectcalico/calico"
+	CalicoConfdVersion = "v1.11.0-cni-plugin.0.20250813170300-a0db560f0520"
+	CalicoConfdCommit  = "a0db560f0520"
 )
+
+// CalicoV1CRDs is the directory of the crd.projectcalico.org/v1 CRDs of that Calico: what its confd reads (KDD mode),
+// while Calico's API server serves the projectcalico.org/v3 kinds the backend writes.
+func CalicoV1CRDs() (string, error) {
+	dir, err := ModuleDir(CalicoConfdModule + "@" + CalicoConfdVersion)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "libcalico-go", "config", "crd"), nil
+}
 
 // MetalLBCRDs is the directory of MetalLB's CRDs in its module.
 func MetalLBCRDs() (string, error) {
