@@ -3,16 +3,16 @@
 // Calico advertises the CIDRs of the cluster-wide BGPConfiguration "default" spec.serviceLoadBalancerIPs from every
 // node (with the default aggregation, without needing a Service), so an anycast prefix is one entry there, merged
 // with the entries others own. Which node sends it to which peer is decided per node and peer: every node gets a
-// BGPPeer per peer of its claims (spec.node), and each of those peers a BGPFilter of the node and claim that accepts
-// exactly the prefixes the node announces now and rejects everything else. A node withdraws a prefix by losing its
-// Accept rule; the final Reject is the claim's route-leak guard. Communities go to prefixAdvertisements: the
+// BGPPeer per peer of its claims (spec.node), and each of those peers a BGPFilter of the node and claim that rejects
+// every route outside the prefixes the node announces now, and nothing inside them (so that Calico's own export,
+// which applies the communities, sends them). A node withdraws a prefix by its filter rejecting it; the filter is
+// also the claim's route-leak guard. Communities go to prefixAdvertisements: the
 // cluster-wide entry carries the attributes most announcing nodes use, and a node announcing with other attributes
 // (an attribute override, or Deprefer's GRACEFUL_SHUTDOWN) gets its own entries in its BGPConfiguration
 // "node.<name>". Session state comes from a CalicoNodeStatus per node.
 package calico
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -128,25 +128,100 @@ func announcedBy(d backend.Desired) map[string]map[string][]netip.Prefix {
 
 func filterName(claim, node string) string { return backend.Name("anycast", claim, node) }
 
-// exportFilter accepts exactly prefixes and rejects every other route, in both families.
+// exportFilter lets through to Calico's own export exactly the routes inside prefixes, in both families, and rejects
+// every other route: the route-leak guard. It has no Accept rule: in the BIRD configuration confd renders, a BGPFilter
+// runs before calico_export_to_bgp_peers(), which is where the communities of prefixAdvertisements are applied, and an
+// Accept ends the export filter there, so the router would get the prefix without its communities (found with
+// Calico's own confd and BIRD 1.6.8). A route the filter lets through is exported only if Calico exports it anyway:
+// the prefix's static route, from serviceLoadBalancerIPs.
 func exportFilter(name, claim string, prefixes []netip.Prefix) *calicov3.BGPFilter {
 	f := &calicov3.BGPFilter{ObjectMeta: backend.Meta(name, "", claim)}
-	slices.SortFunc(prefixes, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Bits(), b.Bits())
-	})
+	var v4, v6 []netip.Prefix
 	for _, p := range prefixes {
 		if p.Addr().Is4() {
-			f.Spec.ExportV4 = append(f.Spec.ExportV4, calicov3.BGPFilterRuleV4{CIDR: p.String(), MatchOperator: calicov3.Equal, Action: calicov3.Accept})
+			v4 = append(v4, p)
 		} else {
-			f.Spec.ExportV6 = append(f.Spec.ExportV6, calicov3.BGPFilterRuleV6{CIDR: p.String(), MatchOperator: calicov3.Equal, Action: calicov3.Accept})
+			v6 = append(v6, p)
 		}
 	}
-	f.Spec.ExportV4 = append(f.Spec.ExportV4, calicov3.BGPFilterRuleV4{CIDR: "0.0.0.0/0", MatchOperator: calicov3.In, Action: calicov3.Reject})
-	f.Spec.ExportV6 = append(f.Spec.ExportV6, calicov3.BGPFilterRuleV6{CIDR: "::/0", MatchOperator: calicov3.In, Action: calicov3.Reject})
+	for _, r := range rejectOutside(v4, netip.MustParsePrefix("0.0.0.0/0")) {
+		f.Spec.ExportV4 = append(f.Spec.ExportV4, calicov3.BGPFilterRuleV4{CIDR: r.cidr.String(), MatchOperator: r.op, Action: calicov3.Reject})
+	}
+	for _, r := range rejectOutside(v6, netip.MustParsePrefix("::/0")) {
+		f.Spec.ExportV6 = append(f.Spec.ExportV6, calicov3.BGPFilterRuleV6{CIDR: r.cidr.String(), MatchOperator: r.op, Action: calicov3.Reject})
+	}
 	return f
+}
+
+// rejectRule rejects the routes matching cidr by op (In: inside it; NotIn: not inside it; Equal: it exactly).
+type rejectRule struct {
+	op   calicov3.BGPFilterMatchOperator
+	cidr netip.Prefix
+}
+
+// rejectOutside returns Reject rules that match every route of the family (root is its /0) not inside one of
+// allowed, and no route inside one. Calico's rules before v3.31 match a CIDR only (In, NotIn, Equal, NotEqual; no
+// prefix-length range), so the set is a walk of the address trie: below the smallest prefix covering all of allowed
+// (NotIn it), a subtree holding none of allowed is rejected whole (In), and a node above one of allowed is rejected
+// exactly (Equal), since an aggregate covering an allowed prefix is not inside it. One allowed prefix takes one rule;
+// none rejects the whole family.
+func rejectOutside(allowed []netip.Prefix, root netip.Prefix) []rejectRule {
+	allowed = slices.Clone(allowed)
+	for i := range allowed {
+		allowed[i] = allowed[i].Masked()
+	}
+	if len(allowed) == 0 {
+		return []rejectRule{{calicov3.In, root}}
+	}
+	top := allowed[0]
+	for _, p := range allowed[1:] {
+		top = commonPrefix(top, p)
+	}
+	var rules []rejectRule
+	if top.Bits() > 0 {
+		rules = append(rules, rejectRule{calicov3.NotIn, top})
+	}
+	var walk func(n netip.Prefix)
+	walk = func(n netip.Prefix) {
+		inside := false
+		for _, p := range allowed {
+			if p.Bits() <= n.Bits() && p.Contains(n.Addr()) {
+				return // n is inside an allowed prefix: everything below it passes
+			}
+			inside = inside || (n.Contains(p.Addr()) && p.Bits() > n.Bits())
+		}
+		if !inside {
+			rules = append(rules, rejectRule{calicov3.In, n})
+			return
+		}
+		rules = append(rules, rejectRule{calicov3.Equal, n})
+		lo, hi := children(n)
+		walk(lo)
+		walk(hi)
+	}
+	walk(top)
+	return rules
+}
+
+// commonPrefix is the smallest prefix holding both a and b.
+func commonPrefix(a, b netip.Prefix) netip.Prefix {
+	bits := min(a.Bits(), b.Bits())
+	for bits > 0 {
+		if p := netip.PrefixFrom(b.Addr(), bits).Masked(); p.Contains(a.Addr()) {
+			return p
+		}
+		bits--
+	}
+	return netip.PrefixFrom(a.Addr(), 0).Masked()
+}
+
+// children are the two halves of n.
+func children(n netip.Prefix) (lo, hi netip.Prefix) {
+	lo = netip.PrefixFrom(n.Addr(), n.Bits()+1).Masked()
+	b := n.Addr().AsSlice()
+	b[n.Bits()/8] |= 0x80 >> (n.Bits() % 8)
+	a, _ := netip.AddrFromSlice(b)
+	return lo, netip.PrefixFrom(a, n.Bits()+1)
 }
 
 // peer is the BGPPeer of one node and one peer of a claim.

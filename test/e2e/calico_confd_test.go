@@ -1,0 +1,280 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	calicov3 "github.com/projectcalico/api/pkg/apis/projectcalico/v3"
+	"github.com/projectcalico/api/pkg/lib/numorstring"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
+	"github.com/anycast-operator/anycast-operator/internal/backend/calico"
+	"github.com/anycast-operator/anycast-operator/internal/netlab"
+	"github.com/anycast-operator/anycast-operator/internal/speaker"
+	"github.com/anycast-operator/anycast-operator/internal/speaker/bgptest"
+	"github.com/anycast-operator/anycast-operator/internal/testenv"
+)
+
+// calicoParts are Calico's confd (release-v3.28, built by hack/build-calico-confd.sh with its templates beside it) and
+// Debian's BIRD 1.6.8, which Calico's templates are written for (make calico-confd; make test builds both first).
+type calicoParts struct{ confd, templates, bird, birdc string }
+
+func calicoBinaries(t testing.TB) calicoParts {
+	t.Helper()
+	confd := builtBinary(t, "CALICO_CONFD", "make calico-confd", "bin", "calico", testenv.CalicoConfdCommit, "confd")
+	bird := builtBinary(t, "BIRD1", "make calico-confd", "bin", "bird1", "1.6.8", "usr", "sbin", "bird")
+	return calicoParts{confd: confd, templates: filepath.Join(filepath.Dir(confd), "templates"), bird: bird, birdc: filepath.Join(filepath.Dir(bird), "birdc")}
+}
+
+// bridgeCalicoV1 stands in for Calico's API server: it copies the projectcalico.org/v3 objects of the kinds confd
+// reads (the manager writes v3) to the crd.projectcalico.org/v1 objects confd 3.28 reads, name and spec unchanged
+// (what Calico's API server stores for these kinds), and deletes the v1 objects whose v3 object is gone. The API
+// server prunes what the v1 CRDs of 3.28 do not know, as a 3.28 cluster would.
+func bridgeCalicoV1(t testing.TB, k8s client.Client) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	kinds := []string{"BGPPeer", "BGPFilter", "BGPConfiguration"}
+	written := map[string]string{} // kind/name → the v3 spec last copied
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			for _, kind := range kinds {
+				if err := bridgeKind(ctx, k8s, kind, written); err != nil && ctx.Err() == nil {
+					t.Logf("bridging %s: %v", kind, err)
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+}
+
+func bridgeKind(ctx context.Context, k8s client.Client, kind string, written map[string]string) error {
+	v3 := &unstructured.UnstructuredList{}
+	v3.SetGroupVersionKind(calicov3.SchemeGroupVersion.WithKind(kind + "List"))
+	if err := k8s.List(ctx, v3); err != nil {
+		return err
+	}
+	v1gvk := schema.GroupVersionKind{Group: "crd.projectcalico.org", Version: "v1", Kind: kind}
+	v1 := &unstructured.UnstructuredList{}
+	v1.SetGroupVersionKind(v1gvk.GroupVersion().WithKind(kind + "List"))
+	if err := k8s.List(ctx, v1); err != nil {
+		return err
+	}
+	have := map[string]unstructured.Unstructured{}
+	for _, o := range v1.Items {
+		have[o.GetName()] = o
+	}
+	for _, o := range v3.Items {
+		want := &unstructured.Unstructured{Object: map[string]any{"spec": o.Object["spec"]}}
+		want.SetGroupVersionKind(v1gvk)
+		want.SetName(o.GetName())
+		key, spec := kind+"/"+o.GetName(), fmt.Sprint(o.Object["spec"])
+		old, ok := have[o.GetName()]
+		delete(have, o.GetName())
+		switch {
+		case !ok:
+			if err := k8s.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
+				return err
+			}
+		case written[key] == spec:
+			continue // the v1 object differs only by what the API server pruned or defaulted
+		default:
+			want.SetResourceVersion(old.GetResourceVersion())
+			if err := k8s.Update(ctx, want); err != nil {
+				return err
+			}
+		}
+		written[key] = spec
+	}
+	for _, o := range have {
+		if err := k8s.Delete(ctx, &o); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		delete(written, kind+"/"+o.GetName())
+	}
+	return nil
+}
+
+// calicoNode runs one node's confd and BIRD 1.6.8: confd renders Calico's templates into the node's directory and
+// reloads BIRD through its control socket, as calico-node does.
+func startCalicoNode(t testing.TB, parts calicoParts, kubeconfig, node string) {
+	t.Helper()
+	dir := t.TempDir()
+	confdir := filepath.Join(dir, "confd")
+	if err := os.MkdirAll(filepath.Join(confdir, "conf.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(parts.templates, filepath.Join(confdir, "templates")); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "bird.ctl")
+	cfg := filepath.Join(dir, "bird.cfg")
+	// The IPv4 templates only: the test has no IPv6 peers. The keys are those of Calico's own conf.d.
+	for _, tmpl := range []struct{ name, keys string }{
+		{"bird", `"/bgp/v1/host", "/bgp/v1/global", "/resources/v3/projectcalico.org/bgpfilters"`},
+		{"bird_aggr", `"/staticroutes", "/rejectcidrs"`},
+		{"bird_ipam", `"/v1/ipam/v4", "/staticroutes", "/rejectcidrs", "/bgp/v1/host", "/bgp/v1/global"`},
+	} {
+		toml := fmt.Sprintf("[template]\nsrc = %q\ndest = %q\nprefix = \"/calico\"\nkeys = [%s]\ncheck_cmd = %q\nreload_cmd = %q\n",
+			tmpl.name+".cfg.template", filepath.Join(dir, tmpl.name+".cfg"), tmpl.keys,
+			parts.bird+" -p -c "+cfg, parts.birdc+" -s "+sock+" configure")
+		if err := os.WriteFile(filepath.Join(confdir, "conf.d", tmpl.name+".toml"), []byte(toml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	confd := exec.Command(parts.confd, "-confdir="+confdir)
+	confd.Env = append(os.Environ(), "DATASTORE_TYPE=kubernetes", "KUBECONFIG="+kubeconfig, "NODENAME="+node, "NAMESPACE=kube-system",
+		"CALICO_NETWORKING_BACKEND=bird", "BGP_LOGSEVERITYSCREEN=info")
+	startLogged(t, "confd "+node, confd, 40, os.Getenv("CALICO_LOGS") != "")
+	// BIRD starts once confd has rendered its configuration; later changes reach it through birdc configure.
+	pollTB(t, "confd renders "+node+"'s bird.cfg", func() (bool, string) {
+		for _, f := range []string{"bird.cfg", "bird_aggr.cfg", "bird_ipam.cfg"} {
+			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+				return false, err.Error()
+			}
+		}
+		return true, ""
+	})
+	bird := exec.Command(parts.bird, "-f", "-c", cfg, "-s", sock)
+	bird.Dir = dir
+	startLogged(t, "BIRD "+node, bird, 40, os.Getenv("CALICO_LOGS") != "")
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(cfg)
+			t.Logf("%s's bird.cfg:\n%s", node, tail(string(b), 80))
+		}
+	})
+}
+
+// TestRealCalicoConfd: the manager's Calico objects, rendered by Calico's own confd into BIRD 1.6.8's configuration
+// on each node, reach the router: the prefix from exactly the announcing nodes, with its communities; a failing node
+// withdraws only its own path and returns; deleting the AnycastPrefix removes its serviceLoadBalancerIPs entry and
+// every path.
+func TestRealCalicoConfd(t *testing.T) {
+	parts := calicoBinaries(t)
+	v3, err := testenv.CalicoCRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1, err := testenv.CalicoV1CRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := netlab.New(t, 2)
+	env, _ := startCluster(t, testenv.WithCRDs(v3, v1))
+	if err := calico.AddToScheme(env.Scheme); err != nil {
+		t.Fatal(err)
+	}
+	k8s, err := client.New(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	nodes := []string{"edge-1", "edge-2"}
+	addrs := map[string]netip.Addr{"edge-1": lab.Nodes4[0], "edge-2": lab.Nodes4[1]}
+	neighbors := map[netip.Addr]uint32{}
+	for _, a := range addrs {
+		neighbors[a] = 64512
+	}
+	router := bgptest.StartWith(t, bgptest.Options{Addresses: []netip.Addr{lab.Router4}, ASN: 65001, Netns: lab.NetnsPath, Neighbors: neighbors})
+	prefix := netip.MustParsePrefix("198.51.100.0/24")
+
+	// The agents probe services on loopback addresses of their own; BGP runs on the lab's addresses.
+	probeAddrs := []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.4")}
+	port, services := startNodeServices(t, probeAddrs...)
+	claim := &anycastv1.BGPSessionClaim{ObjectMeta: metav1.ObjectMeta{Name: "edge"}}
+	claim.Spec.LocalASN = 64512
+	claim.Spec.Static = &anycastv1.StaticSessions{Peers: []anycastv1.BGPPeer{{Address: anycastv1.IPAddress(router.Address.String()), ASN: 65001, Port: ptr.To(int32(router.Port))}}}
+	ap := dnsPrefix("web")
+	ap.Spec.Attributes = &anycastv1.BGPAttributes{Communities: []anycastv1.Community{"64512:100"}, LargeCommunities: []anycastv1.LargeCommunity{"64512:1:2"}}
+	// What the cluster's administrator sets: the AS (Calico 3.28 has no per-peer local AS), no mesh, and BIRD bound
+	// to the node's address (several BIRDs share this host).
+	objs := []client.Object{claim, ap, fastPolicy("web", fmt.Sprintf("http://$(NODE_IP):%d/healthz", port), 2),
+		&calicov3.BGPConfiguration{ObjectMeta: metav1.ObjectMeta{Name: calico.GlobalConfig}, Spec: calicov3.BGPConfigurationSpec{
+			ASNumber: ptr.To(numorstring.ASNumber(64512)), NodeToNodeMeshEnabled: ptr.To(false), BindMode: ptr.To(calicov3.BindModeNodeIP),
+			LogSeverityScreen: "Info"}}}
+	for _, n := range nodes {
+		objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{corev1.LabelHostname: n},
+			Annotations: map[string]string{"projectcalico.org/IPv4Address": addrs[n].String() + "/24"}}})
+	}
+	create(t, k8s, objs...)
+	bridgeCalicoV1(t, k8s)
+	startManagerWith(t, env, calico.Translator{Namespace: "kube-system", Secrets: func(string, string) ([]byte, bool) { return nil, false }})
+	log := testr.NewWithInterface(t, testr.Options{Verbosity: 0})
+	for i, n := range nodes {
+		startAgentWith(t, env, n, probeAddrs[i], speaker.Delegated{}, log)
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := env.WriteKubeconfig(kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		startCalicoNode(t, parts, kubeconfig, n)
+	}
+
+	hops := func(names ...string) []string {
+		var out []string
+		for _, n := range names {
+			out = append(out, addrs[n].String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	waitFrom := func(what string, names ...string) []bgptest.Path {
+		t.Helper()
+		return router.WaitFor(t, prefix, what, func(p []bgptest.Path) bool { return slices.Equal(from(p), hops(names...)) })
+	}
+	got := waitFrom("both nodes announce", nodes...)
+	t.Logf("the router received:\n%s", describePaths(got))
+	for _, p := range got {
+		if !slices.Equal(p.ASPath, []uint32{64512}) || !slices.Contains(p.Communities, 64512<<16|100) || !slices.Equal(p.LargeCommunities, []string{"64512:1:2"}) {
+			t.Errorf("%s; want AS path [64512], community 64512:100, large community 64512:1:2", p)
+		}
+	}
+	services[1].healthy.Store(false)
+	waitFrom("edge-2 failing withdraws its own path only", "edge-1")
+	services[1].healthy.Store(true)
+	got = waitFrom("edge-2 recovered", nodes...)
+	for _, p := range got {
+		if !slices.Contains(p.Communities, 64512<<16|100) {
+			t.Errorf("after recovery: %s; want community 64512:100", p)
+		}
+	}
+	for _, a := range addrs {
+		if e, d := router.Established(a), router.Downs(a); e != 1 || d != 0 {
+			t.Errorf("session of %s: established %d times, dropped %d times; want once, never", a, e, d)
+		}
+	}
+
+	if err := k8s.Delete(ctx, dnsPrefix("web")); err != nil {
+		t.Fatal(err)
+	}
+	waitFrom("the AnycastPrefix is deleted: nothing announced")
+	pollTB(t, "the serviceLoadBalancerIPs entry is removed", func() (bool, string) {
+		var cfg calicov3.BGPConfiguration
+		if err := k8s.Get(ctx, client.ObjectKey{Name: calico.GlobalConfig}, &cfg); err != nil {
+			return false, err.Error()
+		}
+		return !strings.Contains(fmt.Sprint(cfg.Spec.ServiceLoadBalancerIPs), prefix.String()), fmt.Sprint(cfg.Spec.ServiceLoadBalancerIPs)
+	})
+}
