@@ -16,8 +16,10 @@ METALLB_VERSION ?= 0.16.1
 METALLB_SPEAKER_DIR ?= $(CURDIR)/bin/metallb/$(METALLB_VERSION)
 CILIUM_VERSION ?= v1.20.2
 CILIUM_BGP_DIR ?= $(CURDIR)/bin/cilium-bgp/$(CILIUM_VERSION)
+CALICO_CONFD_DIR ?= $(CURDIR)/bin/calico/a0db560f0520
+BIRD1_DIR ?= $(CURDIR)/bin/bird1/1.6.8
 TEST_ENV = KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) METALLB_SPEAKER=$(METALLB_SPEAKER_DIR)/speaker METALLB_VALIDATE=$(METALLB_SPEAKER_DIR)/validate \
-	CILIUM_BGP_HARNESS=$(CILIUM_BGP_DIR)/ciliumbgp
+	CILIUM_BGP_HARNESS=$(CILIUM_BGP_DIR)/ciliumbgp CALICO_CONFD=$(CALICO_CONFD_DIR)/confd BIRD1=$(BIRD1_DIR)/usr/sbin/bird
 CONTROLLER_GEN := go tool controller-gen
 STATICCHECK_VERSION ?= v0.8.2
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -39,7 +41,7 @@ preflight-test preflight-demo preflight-bench:
 # The Go modules of everything make test builds, fetched in parallel while the first packages compile (a fresh
 # machine's downloads otherwise run one after another, between builds). Its log: bin/prefetch.log.
 PREFETCH_ENV = K8S_VERSION=$(K8S_VERSION) ENVTEST_ASSETS_DIR=$(ENVTEST_ASSETS) METALLB_VERSION=$(METALLB_VERSION) METALLB_SPEAKER_DIR=$(METALLB_SPEAKER_DIR) \
-	CILIUM_VERSION=$(CILIUM_VERSION) CILIUM_BGP_DIR=$(CILIUM_BGP_DIR)
+	CILIUM_VERSION=$(CILIUM_VERSION) CILIUM_BGP_DIR=$(CILIUM_BGP_DIR) CALICO_CONFD_DIR=$(CALICO_CONFD_DIR)
 .PHONY: prefetch prefetch-background
 prefetch: ## Fetch every Go module the tests and the tools built for them need, in parallel, and wait.
 	$(PREFETCH_ENV) hack/prefetch.sh
@@ -116,8 +118,12 @@ metallb-speaker: ## Build MetalLB's speaker and its configuration validator from
 cilium-bgp: ## Build the Cilium BGP harness (Cilium's own BGP operator and agent code, test/ciliumbgp) into bin/cilium-bgp/ (cached).
 	CILIUM_VERSION=$(CILIUM_VERSION) CILIUM_BGP_DIR=$(CILIUM_BGP_DIR) hack/build-cilium-bgp.sh
 
+.PHONY: calico-confd
+calico-confd: ## Build Calico's confd (release-v3.28) from the Go module proxy and unpack Debian's BIRD 1.6.8 into bin/ (cached).
+	CALICO_CONFD_DIR=$(CALICO_CONFD_DIR) BIRD1_DIR=$(BIRD1_DIR) hack/build-calico-confd.sh
+
 .PHONY: test
-test: preflight-test prefetch-background verify-gen lint envtest-assets metallb-speaker cilium-bgp ## All tests, including those against a real API server, and demo-check.
+test: preflight-test prefetch-background verify-gen lint envtest-assets metallb-speaker cilium-bgp calico-confd ## All tests, including those against a real API server, and demo-check.
 	$(TEST_ENV) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/demo) -count=1
 	cd test/upstream && go vet ./... && go test $(GO_TEST_FLAGS) ./... -count=1
 	cd test/ciliumbgp && go vet ./...

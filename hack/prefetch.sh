@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetches, all at once, every Go module a make target will need: the repository's three modules and the throwaway
-# modules of the tools built from the module proxy (kube-apiserver, etcd, kubectl, MetalLB's speaker, krew, the Cilium BGP harness).
+# modules of the tools built from the module proxy (kube-apiserver, etcd, kubectl, MetalLB's speaker, krew, the Cilium BGP harness, Calico's confd).
 # `make test` and `make bench` start it in the background first, so that on a fresh machine the downloads run while
 # the first packages compile instead of one after another between builds. On a warm machine it finds everything in
 # the module cache and ends in seconds. Downloading is all it does: whatever it has not fetched yet when a build
@@ -31,5 +31,6 @@ part "kube-apiserver, etcd, kubectl" hack/build-envtest-assets.sh --download-onl
 part "MetalLB speaker" hack/build-metallb-speaker.sh --download-only &
 part "krew" hack/build-krew.sh --download-only &
 part "Cilium BGP harness" hack/build-cilium-bgp.sh --download-only &
+part "Calico confd" hack/build-calico-confd.sh --download-only &
 wait
 echo "[prefetch] done in $SECONDS s" >>"$LOG"

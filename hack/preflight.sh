@@ -29,6 +29,8 @@ routers=(
   "birdc:bird2:the BIRD backend drives BIRD through birdc"
   "ip:iproute2:tests create network namespaces and veth pairs"
   "vtysh:frr:the embedded speaker is tested against FRR's bgpd as the upstream router"
+  "apt-get:apt:BIRD 1.6.8 for Calico's confd is fetched with apt-get download (it conflicts with bird2, so it is unpacked, not installed)"
+  "dpkg-deb:dpkg:unpacking BIRD 1.6.8 (make calico-confd)"
 )
 case "$target" in
   test|bench) needs=("${base[@]}" "${routers[@]}") root=true ;;

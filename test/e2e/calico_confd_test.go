@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -144,7 +145,7 @@ func startCalicoNode(t testing.TB, parts calicoParts, kubeconfig, node string) {
 	}
 	confd := exec.Command(parts.confd, "-confdir="+confdir)
 	confd.Env = append(os.Environ(), "DATASTORE_TYPE=kubernetes", "KUBECONFIG="+kubeconfig, "NODENAME="+node, "NAMESPACE=kube-system",
-		"CALICO_NETWORKING_BACKEND=bird", "BGP_LOGSEVERITYSCREEN=info")
+		"CALICO_NETWORKING_BACKEND=bird", "BGP_LOGSEVERITYSCREEN="+cmp.Or(os.Getenv("CALICO_LOG_LEVEL"), "info"))
 	startLogged(t, "confd "+node, confd, 40, os.Getenv("CALICO_LOGS") != "")
 	// BIRD starts once confd has rendered its configuration; later changes reach it through birdc configure.
 	pollTB(t, "confd renders "+node+"'s bird.cfg", func() (bool, string) {
@@ -260,6 +261,50 @@ func TestRealCalicoConfd(t *testing.T) {
 			t.Errorf("after recovery: %s; want community 64512:100", p)
 		}
 	}
+	for _, a := range addrs {
+		if e, d := router.Established(a), router.Downs(a); e != 1 || d != 0 {
+			t.Errorf("session of %s: established %d times, dropped %d times; want once, never", a, e, d)
+		}
+	}
+
+	// A single address: Calico announces a /32 of serviceLoadBalancerIPs only for a Service that holds it
+	// (spec.loadBalancerIP and the address in its status, externalTrafficPolicy Cluster: from every node). The nodes' filters now let two prefixes
+	// through, so their rules are the multi-prefix walk, run here by BIRD itself.
+	host := netip.MustParsePrefix("203.0.113.53/32")
+	one := dnsPrefix("web")
+	one.Name = "one"
+	one.Spec.Prefixes = []anycastv1.CIDR{anycastv1.CIDR(host.String())}
+	one.Spec.Attributes = &anycastv1.BGPAttributes{Communities: []anycastv1.Community{"64512:53"}}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "dns-one", Namespace: "default"}, Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeLoadBalancer, LoadBalancerIP: host.Addr().String(), ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyCluster,
+		Ports: []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}}}}
+	// confd 3.28 looks a Service up with its core/v1 Endpoints (kube-controller-manager's endpoints controller writes
+	// them; the test API server has none); unstructured, since the Go type is deprecated.
+	endpoints := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Endpoints",
+		"metadata": map[string]any{"name": "dns-one", "namespace": "default"}}}
+	create(t, k8s, one, svc, endpoints)
+	// Calico announces the addresses in the Service's status, which an LB IPAM (Calico's kube-controllers, MetalLB's
+	// controller) writes; the test plays it.
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: host.Addr().String()}}
+	if err := k8s.Status().Update(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	got = router.WaitFor(t, host, "the /32 from both nodes", func(p []bgptest.Path) bool { return slices.Equal(from(p), hops(nodes...)) })
+	for _, p := range got {
+		if !slices.Contains(p.Communities, 64512<<16|53) {
+			t.Errorf("%s; want community 64512:53", p)
+		}
+	}
+	services[0].healthy.Store(false)
+	router.WaitFor(t, host, "edge-1 failing: the /32 from edge-2 only", func(p []bgptest.Path) bool { return slices.Equal(from(p), hops("edge-2")) })
+	waitFrom("edge-1 failing: the /24 from edge-2 only", "edge-2")
+	services[0].healthy.Store(true)
+	router.WaitFor(t, host, "edge-1 recovered: the /32", func(p []bgptest.Path) bool { return slices.Equal(from(p), hops(nodes...)) })
+	waitFrom("edge-1 recovered: the /24", nodes...)
+	if err := k8s.Delete(ctx, one); err != nil {
+		t.Fatal(err)
+	}
+	router.WaitFor(t, host, "the /32's AnycastPrefix deleted", func(p []bgptest.Path) bool { return len(p) == 0 })
 	for _, a := range addrs {
 		if e, d := router.Established(a), router.Downs(a); e != 1 || d != 0 {
 			t.Errorf("session of %s: established %d times, dropped %d times; want once, never", a, e, d)

@@ -19,7 +19,7 @@ import (
 func barePath(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, tool := range []string{"go", "make", "git", "bash", "env", "sed", "sort", "tr", "id", "tar", "gzip", "sha256sum", "cat", "uname"} {
+	for _, tool := range []string{"go", "make", "git", "bash", "env", "sed", "sort", "tr", "id", "tar", "gzip", "sha256sum", "cat", "uname", "apt-get", "dpkg-deb"} {
 		p, err := exec.LookPath(tool)
 		if err != nil {
 			t.Fatalf("%s is needed to run this test: %v", tool, err)
