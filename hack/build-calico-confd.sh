@@ -69,8 +69,10 @@ if [ -x "$BIRD1_DIR/usr/sbin/bird" ]; then
 else
   command -v apt-get >/dev/null || { log "BIRD $BIRD1_VERSION comes from Debian's bird package: apt-get is needed"; exit 1; }
   log "fetching Debian's bird ($BIRD1_VERSION) with apt-get download (unpacked, not installed: it conflicts with bird2)"
-  (cd "$WORK" && apt-get download "bird=$BIRD1_VERSION*" >/dev/null 2>"$WORK/apt.log") || {
-    cat "$WORK/apt.log" >&2; log "apt-get download bird failed: run apt-get update (make deps does) and retry"; exit 1; }
+  # Package lists that are missing or stale fail the download: refresh them once (as root) and try again.
+  (cd "$WORK" && apt-get download "bird=$BIRD1_VERSION*" >/dev/null 2>"$WORK/apt.log") ||
+    { [ "$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 && (cd "$WORK" && apt-get download "bird=$BIRD1_VERSION*" >/dev/null 2>"$WORK/apt.log"); } || {
+    cat "$WORK/apt.log" >&2; log "apt-get download bird=$BIRD1_VERSION failed: run apt-get update as root and retry"; exit 1; }
   mkdir -p "$BIRD1_DIR"
   dpkg-deb -x "$WORK"/bird_*.deb "$BIRD1_DIR"
   "$BIRD1_DIR/usr/sbin/bird" --version 2>&1 | grep -q "$BIRD1_VERSION" || { log "the unpacked bird is not $BIRD1_VERSION"; exit 1; }

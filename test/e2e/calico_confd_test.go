@@ -4,11 +4,13 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -45,21 +47,19 @@ func calicoBinaries(t testing.TB) calicoParts {
 
 // bridgeCalicoV1 stands in for Calico's API server: it copies the projectcalico.org/v3 objects of the kinds confd
 // reads (the manager writes v3) to the crd.projectcalico.org/v1 objects confd 3.28 reads, name and spec unchanged
-// (what Calico's API server stores for these kinds), and deletes the v1 objects whose v3 object is gone. The API
-// server prunes what the v1 CRDs of 3.28 do not know, as a 3.28 cluster would.
+// (what Calico's API server stores for these kinds), and deletes the v1 objects whose v3 object is gone. Changes are
+// copied in the order they were written (by resourceVersion, deletions last), as confd would see them through the
+// API server. The API server prunes what the v1 CRDs of 3.28 do not know, as a 3.28 cluster would.
 func bridgeCalicoV1(t testing.TB, k8s client.Client) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done })
-	kinds := []string{"BGPPeer", "BGPFilter", "BGPConfiguration"}
 	written := map[string]string{} // kind/name → the v3 spec last copied
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			for _, kind := range kinds {
-				if err := bridgeKind(ctx, k8s, kind, written); err != nil && ctx.Err() == nil {
-					t.Logf("bridging %s: %v", kind, err)
-				}
+			if err := bridgePass(ctx, k8s, written); err != nil && ctx.Err() == nil {
+				t.Logf("bridging Calico's v3 objects to v1: %v", err)
 			}
 			select {
 			case <-ctx.Done():
@@ -69,49 +69,65 @@ func bridgeCalicoV1(t testing.TB, k8s client.Client) {
 	}()
 }
 
-func bridgeKind(ctx context.Context, k8s client.Client, kind string, written map[string]string) error {
-	v3 := &unstructured.UnstructuredList{}
-	v3.SetGroupVersionKind(calicov3.SchemeGroupVersion.WithKind(kind + "List"))
-	if err := k8s.List(ctx, v3); err != nil {
-		return err
+func bridgePass(ctx context.Context, k8s client.Client, written map[string]string) error {
+	type change struct {
+		order int64
+		apply func() error
 	}
-	v1gvk := schema.GroupVersionKind{Group: "crd.projectcalico.org", Version: "v1", Kind: kind}
-	v1 := &unstructured.UnstructuredList{}
-	v1.SetGroupVersionKind(v1gvk.GroupVersion().WithKind(kind + "List"))
-	if err := k8s.List(ctx, v1); err != nil {
-		return err
-	}
-	have := map[string]unstructured.Unstructured{}
-	for _, o := range v1.Items {
-		have[o.GetName()] = o
-	}
-	for _, o := range v3.Items {
-		want := &unstructured.Unstructured{Object: map[string]any{"spec": o.Object["spec"]}}
-		want.SetGroupVersionKind(v1gvk)
-		want.SetName(o.GetName())
-		key, spec := kind+"/"+o.GetName(), fmt.Sprint(o.Object["spec"])
-		old, ok := have[o.GetName()]
-		delete(have, o.GetName())
-		switch {
-		case !ok:
-			if err := k8s.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
-				return err
-			}
-		case written[key] == spec:
-			continue // the v1 object differs only by what the API server pruned or defaulted
-		default:
-			want.SetResourceVersion(old.GetResourceVersion())
-			if err := k8s.Update(ctx, want); err != nil {
-				return err
-			}
-		}
-		written[key] = spec
-	}
-	for _, o := range have {
-		if err := k8s.Delete(ctx, &o); err != nil && !apierrors.IsNotFound(err) {
+	var changes []change
+	for _, kind := range []string{"BGPPeer", "BGPFilter", "BGPConfiguration"} {
+		v3 := &unstructured.UnstructuredList{}
+		v3.SetGroupVersionKind(calicov3.SchemeGroupVersion.WithKind(kind + "List"))
+		if err := k8s.List(ctx, v3); err != nil {
 			return err
 		}
-		delete(written, kind+"/"+o.GetName())
+		v1gvk := schema.GroupVersionKind{Group: "crd.projectcalico.org", Version: "v1", Kind: kind}
+		v1 := &unstructured.UnstructuredList{}
+		v1.SetGroupVersionKind(v1gvk.GroupVersion().WithKind(kind + "List"))
+		if err := k8s.List(ctx, v1); err != nil {
+			return err
+		}
+		have := map[string]unstructured.Unstructured{}
+		for _, o := range v1.Items {
+			have[o.GetName()] = o
+		}
+		for _, o := range v3.Items {
+			key, spec := kind+"/"+o.GetName(), fmt.Sprint(o.Object["spec"])
+			old, exists := have[o.GetName()]
+			delete(have, o.GetName())
+			if exists && written[key] == spec {
+				continue // the v1 object differs only by what the API server pruned or defaulted
+			}
+			want := &unstructured.Unstructured{Object: map[string]any{"spec": o.Object["spec"]}}
+			want.SetGroupVersionKind(v1gvk)
+			want.SetName(o.GetName())
+			rv, _ := strconv.ParseInt(o.GetResourceVersion(), 10, 64)
+			changes = append(changes, change{rv, func() error {
+				var err error
+				if exists {
+					want.SetResourceVersion(old.GetResourceVersion())
+					err = k8s.Update(ctx, want)
+				} else if err = k8s.Create(ctx, want); apierrors.IsAlreadyExists(err) {
+					err = nil
+				}
+				if err == nil {
+					written[key] = spec
+				}
+				return err
+			}})
+		}
+		for _, o := range have {
+			changes = append(changes, change{math.MaxInt64, func() error {
+				delete(written, kind+"/"+o.GetName())
+				return client.IgnoreNotFound(k8s.Delete(ctx, &o))
+			}})
+		}
+	}
+	slices.SortStableFunc(changes, func(a, b change) int { return cmp.Compare(a.order, b.order) })
+	for _, c := range changes {
+		if err := c.apply(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -162,7 +178,7 @@ func startCalicoNode(t testing.TB, parts calicoParts, kubeconfig, node string) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(cfg)
-			t.Logf("%s's bird.cfg:\n%s", node, tail(string(b), 80))
+			t.Logf("%s's bird.cfg:\n%s", node, b)
 		}
 	})
 }
@@ -267,6 +283,41 @@ func TestRealCalicoConfd(t *testing.T) {
 		}
 	}
 
+	// Deprefer: the node's own prefixAdvertisements (BGPConfiguration node.<name>) replace the cluster-wide entry on
+	// that node, so edge-1's path carries GRACEFUL_SHUTDOWN (and the prefix's communities), edge-2's does not.
+	setPolicy(t, k8s, "web", func(p *anycastv1.HealthPolicySpec) { p.OnUnhealthy = anycastv1.UnhealthyDeprefer })
+	for _, n := range nodes {
+		waitSpec(t, k8s, n, func(na *anycastv1.NodeAnnouncement) bool {
+			return len(na.Spec.HealthPolicies) == 1 && na.Spec.HealthPolicies[0].Spec.OnUnhealthy == anycastv1.UnhealthyDeprefer
+		})
+	}
+	gshut := func(want ...string) func([]bgptest.Path) bool {
+		return func(paths []bgptest.Path) bool {
+			if !slices.Equal(from(paths), hops(nodes...)) {
+				return false
+			}
+			for _, p := range paths {
+				if !slices.Contains(p.Communities, 64512<<16|100) {
+					return false
+				}
+				if slices.Contains(p.Communities, speaker.GracefulShutdown) != slices.Contains(hops(want...), p.NextHop) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	services[0].healthy.Store(false)
+	t.Logf("edge-1 deprefered:\n%s", describePaths(router.WaitFor(t, prefix, "edge-1 deprefers", gshut("edge-1"))))
+	services[0].healthy.Store(true)
+	router.WaitFor(t, prefix, "edge-1 back to normal", gshut())
+	setPolicy(t, k8s, "web", func(p *anycastv1.HealthPolicySpec) { p.OnUnhealthy = anycastv1.UnhealthyWithdraw })
+	for _, n := range nodes {
+		waitSpec(t, k8s, n, func(na *anycastv1.NodeAnnouncement) bool {
+			return len(na.Spec.HealthPolicies) == 1 && na.Spec.HealthPolicies[0].Spec.OnUnhealthy == anycastv1.UnhealthyWithdraw
+		})
+	}
+
 	// A single address: Calico announces a /32 of serviceLoadBalancerIPs only for a Service that holds it
 	// (spec.loadBalancerIP and the address in its status, externalTrafficPolicy Cluster: from every node). The nodes' filters now let two prefixes
 	// through, so their rules are the multi-prefix walk, run here by BIRD itself.
@@ -289,11 +340,33 @@ func TestRealCalicoConfd(t *testing.T) {
 	if err := k8s.Status().Update(ctx, svc); err != nil {
 		t.Fatal(err)
 	}
+	// From its first announcement on, never without its community: a new prefix is listed (with its communities)
+	// before any node's filter lets it through, since confd renders and loads its files one by one.
+	updates := router.Updates(t)
 	got = router.WaitFor(t, host, "the /32 from both nodes", func(p []bgptest.Path) bool { return slices.Equal(from(p), hops(nodes...)) })
 	for _, p := range got {
 		if !slices.Contains(p.Communities, 64512<<16|53) {
 			t.Errorf("%s; want community 64512:53", p)
 		}
+	}
+	// Each BIRD reconfiguration that changes an export filter feeds the peer again: announcements of what the filter
+	// lets through, withdrawals of everything else, announced before or not. So the /32 may come more than once per
+	// node, and withdrawn before it was ever announced; once announced, never withdrawn, never without its community.
+	announced := map[string]bool{}
+	for len(updates) > 0 {
+		c := <-updates
+		switch {
+		case c.Prefix != host.String():
+		case c.Withdrawn && announced[c.Neighbor]:
+			t.Errorf("the router got the /32 from %s withdrawn after it was announced", c.Neighbor)
+		case !c.Withdrawn && !slices.Contains(c.Communities, 64512<<16|53):
+			t.Errorf("the router got the /32 from %s without its community: %v", c.Neighbor, c.Communities)
+		case !c.Withdrawn:
+			announced[c.Neighbor] = true
+		}
+	}
+	if len(announced) != len(nodes) {
+		t.Errorf("the update stream shows the /32 announced by %v, want both nodes", announced)
 	}
 	services[0].healthy.Store(false)
 	router.WaitFor(t, host, "edge-1 failing: the /32 from edge-2 only", func(p []bgptest.Path) bool { return slices.Equal(from(p), hops("edge-2")) })

@@ -261,16 +261,28 @@ func ignoreSettings(s backend.Session, tr *backend.Translation) {
 	}
 }
 
-// advertise puts the announced prefixes into serviceLoadBalancerIPs of the cluster-wide configuration and their
-// communities into prefixAdvertisements: cluster-wide for the attributes most of a prefix's nodes use, per node for
-// the others.
+// advertise puts the planned prefixes into serviceLoadBalancerIPs of the cluster-wide configuration and their
+// communities into prefixAdvertisements: cluster-wide for the attributes most of a prefix's announcing nodes use, per
+// node for the others. A prefix is listed while it is planned, announced or not (the nodes' filters decide who sends
+// it): confd renders the static route of a serviceLoadBalancerIPs entry and the communities into different files and
+// reloads BIRD after each, so a prefix listed at the moment its first node announces could reach the router for a
+// moment without its communities (seen with Calico's own confd). Listed ahead, both are in place when a filter, in
+// the same file as the communities, first lets it through.
 func (t Translator) advertise(d backend.Desired, tr *backend.Translation) {
 	type prefixKey struct{ source, prefix string }
 	variants := map[prefixKey][]backend.Route{}
+	planned := map[prefixKey]backend.PlannedPrefix{}
 	var order []prefixKey
+	for _, p := range d.Planned {
+		k := prefixKey{p.Source, p.Prefix.String()}
+		if _, ok := planned[k]; !ok {
+			order = append(order, k)
+		}
+		planned[k] = p
+	}
 	for _, r := range d.Routes {
 		k := prefixKey{r.Source, r.Prefix.String()}
-		if variants[k] == nil {
+		if _, ok := planned[k]; !ok && variants[k] == nil {
 			order = append(order, k)
 		}
 		variants[k] = append(variants[k], r)
@@ -279,29 +291,45 @@ func (t Translator) advertise(d backend.Desired, tr *backend.Translation) {
 		{GVK: bgpConfiguration, Name: GlobalConfig, Path: []string{"spec", "serviceLoadBalancerIPs"}, Key: "cidr", Source: map[string]string{}},
 		{GVK: bgpConfiguration, Name: GlobalConfig, Path: []string{"spec", "prefixAdvertisements"}, Key: "cidr", Source: map[string]string{}},
 	}
-	perNode := map[string]*backend.SharedList{}
+	// A node announcing some prefix with attributes of its own gets a prefixAdvertisements list of its own, and that
+	// list holds every prefix the node announces: Calico uses a node's list instead of the cluster-wide one, not on
+	// top of it (confd's bird.cfg template; found with Calico's own confd), so the node's other prefixes would
+	// otherwise lose their communities.
+	own := map[string]bool{}
 	for _, k := range order {
 		routes := variants[k]
 		global[0].Entries = append(global[0].Entries, map[string]any{"cidr": k.prefix})
 		global[0].Source[k.prefix] = k.source
-		main := mainVariant(routes)
+		// Before any node announces: the attributes the prefix is planned with.
+		main, attrs := 0, planned[k].BGP
+		if len(routes) > 0 {
+			main = mainVariant(routes)
+			attrs = routes[main].BGP
+		}
+		if communities := communitiesOf(attrs); len(communities) > 0 {
+			global[1].Entries = append(global[1].Entries, map[string]any{"cidr": k.prefix, "communities": communities})
+			global[1].Source[k.prefix] = k.source
+		}
 		for i, r := range routes {
-			communities := communitiesOf(r.BGP)
-			if i == main {
-				if len(communities) > 0 {
-					global[1].Entries = append(global[1].Entries, map[string]any{"cidr": k.prefix, "communities": communities})
-					global[1].Source[k.prefix] = k.source
-				}
-				continue
-			}
 			for _, n := range r.Nodes {
+				own[n] = own[n] || i != main
+			}
+		}
+	}
+	perNode := map[string]*backend.SharedList{}
+	for _, k := range order {
+		for _, r := range variants[k] {
+			for _, n := range r.Nodes {
+				if !own[n] {
+					continue
+				}
 				l := perNode[n]
 				if l == nil {
 					l = &backend.SharedList{GVK: bgpConfiguration, Name: "node." + n, Path: []string{"spec", "prefixAdvertisements"}, Key: "cidr", Source: map[string]string{}}
 					perNode[n] = l
 				}
 				// An empty list of communities still overrides the cluster-wide entry on this node.
-				l.Entries = append(l.Entries, map[string]any{"cidr": k.prefix, "communities": communities})
+				l.Entries = append(l.Entries, map[string]any{"cidr": k.prefix, "communities": communitiesOf(r.BGP)})
 				l.Source[k.prefix] = k.source
 			}
 		}

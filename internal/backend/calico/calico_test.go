@@ -160,11 +160,13 @@ func TestCalicoBackend(t *testing.T) {
 	if len(c.Owned(statusKind)) != 3 {
 		t.Errorf("want a CalicoNodeStatus per node")
 	}
-	if g := backendtest.Get(t, c, calico.GlobalConfig, &calicov3.BGPConfiguration{}); g.ResourceVersion != global.ResourceVersion {
-		t.Errorf("the global BGPConfiguration was written before anything was announced")
+	// The planned prefixes are listed before any node announces (the filters keep them from every peer), so that
+	// their static routes and communities are in BIRD's configuration before a filter lets them through.
+	if got := cidrs(backendtest.Get(t, c, calico.GlobalConfig, &calicov3.BGPConfiguration{}).Spec.ServiceLoadBalancerIPs); !slices.Equal(got, []string{"203.0.113.0/24", "2001:db8:100::/48", "198.51.100.0/24"}) {
+		t.Errorf("serviceLoadBalancerIPs before anything was announced: %v", got)
 	}
 
-	// Every agent announces: the prefixes join serviceLoadBalancerIPs (next to the user's entries; the IPv6 prefix
+	// Every agent announces: the prefixes are in serviceLoadBalancerIPs (next to the user's entries; the IPv6 prefix
 	// the user listed already stays the user's), with their communities, and every filter accepts them.
 	for _, n := range []string{"n1", "n2", "n3"} {
 		c.Report(n, anycastv1.PrefixAnnounced)
@@ -231,13 +233,19 @@ func TestCalicoBackend(t *testing.T) {
 		t.Errorf("node.n3 prefixAdvertisements: %+v", n3.Spec.PrefixAdvertisements)
 	}
 
-	// Nobody announces: the prefixes leave serviceLoadBalancerIPs, node.n3 (which the operator created) goes.
+	// Nobody announces: every filter rejects the prefixes, which stay listed while planned; node.n3 (which the
+	// operator created) goes.
 	for _, n := range []string{"n1", "n3"} {
 		c.Report(n, anycastv1.PrefixWithdrawn)
 	}
 	c.Reconcile()
+	for n, got := range accepted(t, c, "n1", "n2", "n3") {
+		if len(got) != 0 {
+			t.Errorf("%s accepts %v with every node withdrawn", n, got)
+		}
+	}
 	g = backendtest.Get(t, c, calico.GlobalConfig, &calicov3.BGPConfiguration{})
-	if got := cidrs(g.Spec.ServiceLoadBalancerIPs); !slices.Equal(got, []string{"203.0.113.0/24", "2001:db8:100::/48"}) {
+	if got := cidrs(g.Spec.ServiceLoadBalancerIPs); !slices.Equal(got, []string{"203.0.113.0/24", "2001:db8:100::/48", "198.51.100.0/24"}) {
 		t.Errorf("serviceLoadBalancerIPs with nothing announced: %v", got)
 	}
 	c.Gone(&calicov3.BGPConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "node.n3"}})

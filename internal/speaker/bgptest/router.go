@@ -362,6 +362,8 @@ type Change struct {
 	At        time.Time
 	// Neighbor is the session the path came on (for a best-path change, the new best path's; "" for the router's own).
 	Neighbor string
+	// Communities are the path's standard communities.
+	Communities []uint32
 }
 
 // Changes streams the router's best-path changes from now on, until the test ends. Benchmarks wait on it instead of
@@ -396,6 +398,11 @@ func (r *Router) stream(t testing.TB, ch chan<- Change, opt server.WatchOption, 
 			c := Change{Prefix: p.Nlri.String(), Withdrawn: p.Withdrawal, At: now}
 			if p.PeerAddress.IsValid() {
 				c.Neighbor = p.PeerAddress.String()
+			}
+			for _, a := range p.Attrs {
+				if cs, ok := a.(*bgp.PathAttributeCommunities); ok {
+					c.Communities = slices.Clone(cs.Value)
+				}
 			}
 			select {
 			case ch <- c:
