@@ -8,8 +8,8 @@
 // which applies the communities, sends them). A node withdraws a prefix by its filter rejecting it; the filter is
 // also the claim's route-leak guard. Communities go to prefixAdvertisements: the
 // cluster-wide entry carries the attributes most announcing nodes use, and a node announcing with other attributes
-// (an attribute override, or Deprefer's GRACEFUL_SHUTDOWN) gets its own entries in its BGPConfiguration
-// "node.<name>". Session state comes from a CalicoNodeStatus per node.
+// (an attribute override, or Deprefer's GRACEFUL_SHUTDOWN) gets a list of its own, with every prefix it announces, in
+// its BGPConfiguration "node.<name>". Session state comes from a CalicoNodeStatus per node.
 package calico
 
 import (
@@ -160,8 +160,8 @@ type rejectRule struct {
 }
 
 // rejectOutside returns Reject rules that match every route of the family (root is its /0) not inside one of
-// allowed, and no route inside one. Calico's rules before v3.31 match a CIDR only (In, NotIn, Equal, NotEqual; no
-// prefix-length range), so the set is a walk of the address trie: below the smallest prefix covering all of allowed
+// allowed, and no route inside one. The rules match a CIDR only (In, NotIn, Equal, NotEqual), which every Calico
+// BGPFilter has (3.28's has no prefix-length range; the API's later prefixLength is not used), so the set is a walk of the address trie: below the smallest prefix covering all of allowed
 // (NotIn it), a subtree holding none of allowed is rejected whole (In), and a node above one of allowed is rejected
 // exactly (Equal), since an aggregate covering an allowed prefix is not inside it. One allowed prefix takes one rule;
 // none rejects the whole family.
