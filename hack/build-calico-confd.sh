@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds Calico's confd (the program calico-node runs to render BIRD's configuration from Calico's resources) from the
-# Go module proxy into bin/calico/<commit>/confd, and extracts Debian's BIRD 1.6.8 (Calico's templates are BIRD 1.x;
-# the bird package conflicts with bird2, so it is unpacked, not installed) into bin/bird1/. Both are cached.
+# Go module proxy into bin/calico/<commit>/confd, with Calico's templates and conf.d beside it, and extracts Debian's
+# BIRD 1.6.8 (Calico's templates are BIRD 1.x; the bird package conflicts with bird2, so it is unpacked, not
+# installed) into bin/bird1/. Both are cached.
 #
 #   hack/build-calico-confd.sh                  # builds both, prints the confd path last
 #   hack/build-calico-confd.sh --download-only  # only fetches the Go modules (hack/prefetch.sh)
@@ -31,7 +32,7 @@ trap 'chmod -R u+w "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 
 moddir() { (cd "$ROOT" && GOFLAGS=-mod=mod go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p'); }
 
-stamp="$CALICO_MODULE_VERSION $CALICO_API_VERSION 1"
+stamp="$CALICO_MODULE_VERSION $CALICO_API_VERSION 2"
 if [ -x "$OUT/confd" ] && [ "$(cat "$OUT/.version" 2>/dev/null)" = "$stamp" ] && ! $download_only; then
   log "confd cached in $OUT"
 else
@@ -57,9 +58,10 @@ else
   mkdir -p "$OUT"
   (cd "$WORK/confd" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$OUT/confd.tmp" github.com/projectcalico/calico/confd)
   mv "$OUT/confd.tmp" "$OUT/confd"
-  rm -rf "$OUT/templates"
-  cp -r "$calico/confd/etc/calico/confd/templates" "$OUT/templates"
-  chmod -R u+w "$OUT/templates"
+  # Calico's templates and their confd resources (conf.d), which the test points at its own paths and BIRDs.
+  rm -rf "$OUT/templates" "$OUT/conf.d"
+  cp -r "$calico/confd/etc/calico/confd/templates" "$calico/confd/etc/calico/confd/conf.d" "$OUT/"
+  chmod -R u+w "$OUT/templates" "$OUT/conf.d"
   echo "$stamp" > "$OUT/.version"
   log "confd: done"
 fi

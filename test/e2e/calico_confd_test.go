@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,13 +37,14 @@ import (
 
 // calicoParts are Calico's confd (release-v3.28, built by hack/build-calico-confd.sh with its templates beside it) and
 // Debian's BIRD 1.6.8, which Calico's templates are written for (make calico-confd; make test builds both first).
-type calicoParts struct{ confd, templates, bird, birdc string }
+type calicoParts struct{ confd, templates, confdir, bird, birdc string }
 
 func calicoBinaries(t testing.TB) calicoParts {
 	t.Helper()
 	confd := builtBinary(t, "CALICO_CONFD", "make calico-confd", "bin", "calico", testenv.CalicoConfdCommit, "confd")
 	bird := builtBinary(t, "BIRD1", "make calico-confd", "bin", "bird1", "1.6.8", "usr", "sbin", "bird")
-	return calicoParts{confd: confd, templates: filepath.Join(filepath.Dir(confd), "templates"), bird: bird, birdc: filepath.Join(filepath.Dir(bird), "birdc")}
+	return calicoParts{confd: confd, templates: filepath.Join(filepath.Dir(confd), "templates"), confdir: filepath.Join(filepath.Dir(confd), "conf.d"),
+		bird: bird, birdc: filepath.Join(filepath.Dir(bird), "birdc")}
 }
 
 // bridgeCalicoV1 stands in for Calico's API server: it copies the projectcalico.org/v3 objects of the kinds confd
@@ -144,18 +146,28 @@ func startCalicoNode(t testing.TB, parts calicoParts, kubeconfig, node string) {
 	if err := os.Symlink(parts.templates, filepath.Join(confdir, "templates")); err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "bird.ctl")
-	cfg := filepath.Join(dir, "bird.cfg")
-	// The IPv4 templates only: the test has no IPv6 peers. The keys are those of Calico's own conf.d.
-	for _, tmpl := range []struct{ name, keys string }{
-		{"bird", `"/bgp/v1/host", "/bgp/v1/global", "/resources/v3/projectcalico.org/bgpfilters"`},
-		{"bird_aggr", `"/staticroutes", "/rejectcidrs"`},
-		{"bird_ipam", `"/v1/ipam/v4", "/staticroutes", "/rejectcidrs", "/bgp/v1/host", "/bgp/v1/global"`},
-	} {
-		toml := fmt.Sprintf("[template]\nsrc = %q\ndest = %q\nprefix = \"/calico\"\nkeys = [%s]\ncheck_cmd = %q\nreload_cmd = %q\n",
-			tmpl.name+".cfg.template", filepath.Join(dir, tmpl.name+".cfg"), tmpl.keys,
-			parts.bird+" -p -c "+cfg, parts.birdc+" -s "+sock+" configure")
-		if err := os.WriteFile(filepath.Join(confdir, "conf.d", tmpl.name+".toml"), []byte(toml), 0o644); err != nil {
+	// Calico's own confd resources (conf.d), pointed at this node's directory and BIRDs instead of calico-node's.
+	socks := map[string]string{"4": filepath.Join(dir, "bird.ctl"), "6": filepath.Join(dir, "bird6.ctl")}
+	cfgs := map[string]string{"4": filepath.Join(dir, "bird.cfg"), "6": filepath.Join(dir, "bird6.cfg")}
+	bins := map[string][2]string{"4": {parts.bird, parts.birdc}, "6": {parts.bird + "6", parts.birdc + "6"}}
+	for _, name := range []string{"bird", "bird_aggr", "bird_ipam", "bird6", "bird6_aggr", "bird6_ipam"} {
+		family := "4"
+		if strings.HasPrefix(name, "bird6") {
+			family = "6"
+		}
+		b, err := os.ReadFile(filepath.Join(parts.confdir, name+".toml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		toml := string(b)
+		for key, value := range map[string]string{
+			"dest":       filepath.Join(dir, name+".cfg"),
+			"check_cmd":  bins[family][0] + " -p -c " + cfgs[family],
+			"reload_cmd": bins[family][1] + " -s " + socks[family] + " configure",
+		} {
+			toml = regexp.MustCompile(`(?m)^`+key+` = .*$`).ReplaceAllLiteralString(toml, key+" = "+strconv.Quote(value))
+		}
+		if err := os.WriteFile(filepath.Join(confdir, "conf.d", name+".toml"), []byte(toml), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -163,22 +175,26 @@ func startCalicoNode(t testing.TB, parts calicoParts, kubeconfig, node string) {
 	confd.Env = append(os.Environ(), "DATASTORE_TYPE=kubernetes", "KUBECONFIG="+kubeconfig, "NODENAME="+node, "NAMESPACE=kube-system",
 		"CALICO_NETWORKING_BACKEND=bird", "BGP_LOGSEVERITYSCREEN="+cmp.Or(os.Getenv("CALICO_LOG_LEVEL"), "info"))
 	startLogged(t, "confd "+node, confd, 40, os.Getenv("CALICO_LOGS") != "")
-	// BIRD starts once confd has rendered its configuration; later changes reach it through birdc configure.
-	pollTB(t, "confd renders "+node+"'s bird.cfg", func() (bool, string) {
-		for _, f := range []string{"bird.cfg", "bird_aggr.cfg", "bird_ipam.cfg"} {
+	// The BIRDs start once confd has rendered their configuration; later changes reach them through birdc configure.
+	pollTB(t, "confd renders "+node+"'s BIRD configuration", func() (bool, string) {
+		for _, f := range []string{"bird.cfg", "bird_aggr.cfg", "bird_ipam.cfg", "bird6.cfg", "bird6_aggr.cfg", "bird6_ipam.cfg"} {
 			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 				return false, err.Error()
 			}
 		}
 		return true, ""
 	})
-	bird := exec.Command(parts.bird, "-f", "-c", cfg, "-s", sock)
-	bird.Dir = dir
-	startLogged(t, "BIRD "+node, bird, 40, os.Getenv("CALICO_LOGS") != "")
+	for _, family := range []string{"4", "6"} {
+		bird := exec.Command(bins[family][0], "-f", "-c", cfgs[family], "-s", socks[family])
+		bird.Dir = dir
+		startLogged(t, "BIRD (IPv"+family+") "+node, bird, 40, os.Getenv("CALICO_LOGS") != "")
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			b, _ := os.ReadFile(cfg)
-			t.Logf("%s's bird.cfg:\n%s", node, b)
+			for _, family := range []string{"4", "6"} {
+				b, _ := os.ReadFile(cfgs[family])
+				t.Logf("%s's %s:\n%s", node, filepath.Base(cfgs[family]), b)
+			}
 		}
 	})
 }
@@ -209,20 +225,25 @@ func TestRealCalicoConfd(t *testing.T) {
 	ctx := context.Background()
 	nodes := []string{"edge-1", "edge-2"}
 	addrs := map[string]netip.Addr{"edge-1": lab.Nodes4[0], "edge-2": lab.Nodes4[1]}
+	addrs6 := map[string]netip.Addr{"edge-1": lab.Nodes6[0], "edge-2": lab.Nodes6[1]}
 	neighbors := map[netip.Addr]uint32{}
-	for _, a := range addrs {
-		neighbors[a] = 64512
+	for _, n := range nodes {
+		neighbors[addrs[n]], neighbors[addrs6[n]] = 64512, 64512
 	}
-	router := bgptest.StartWith(t, bgptest.Options{Addresses: []netip.Addr{lab.Router4}, ASN: 65001, Netns: lab.NetnsPath, Neighbors: neighbors})
-	prefix := netip.MustParsePrefix("198.51.100.0/24")
+	// One router with an IPv4 and an IPv6 session from each node (BIRD and BIRD 6).
+	router := bgptest.StartWith(t, bgptest.Options{Addresses: []netip.Addr{lab.Router4, lab.Router6}, ASN: 65001, Netns: lab.NetnsPath, Neighbors: neighbors})
+	prefix, prefix6 := netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8:100::/48")
 
 	// The agents probe services on loopback addresses of their own; BGP runs on the lab's addresses.
 	probeAddrs := []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.4")}
 	port, services := startNodeServices(t, probeAddrs...)
 	claim := &anycastv1.BGPSessionClaim{ObjectMeta: metav1.ObjectMeta{Name: "edge"}}
 	claim.Spec.LocalASN = 64512
-	claim.Spec.Static = &anycastv1.StaticSessions{Peers: []anycastv1.BGPPeer{{Address: anycastv1.IPAddress(router.Address.String()), ASN: 65001, Port: ptr.To(int32(router.Port))}}}
+	claim.Spec.Static = &anycastv1.StaticSessions{Peers: []anycastv1.BGPPeer{
+		{Address: anycastv1.IPAddress(router.Address.String()), ASN: 65001, Port: ptr.To(int32(router.Port))},
+		{Address: anycastv1.IPAddress(lab.Router6.String()), ASN: 65001, Port: ptr.To(int32(router.Port))}}}
 	ap := dnsPrefix("web")
+	ap.Spec.Prefixes = append(ap.Spec.Prefixes, anycastv1.CIDR(prefix6.String()))
 	ap.Spec.Attributes = &anycastv1.BGPAttributes{Communities: []anycastv1.Community{"64512:100"}, LargeCommunities: []anycastv1.LargeCommunity{"64512:1:2"}}
 	// What the cluster's administrator sets: the AS (Calico 3.28 has no per-peer local AS), no mesh, and BIRD bound
 	// to the node's address (several BIRDs share this host).
@@ -232,7 +253,7 @@ func TestRealCalicoConfd(t *testing.T) {
 			LogSeverityScreen: "Info"}}}
 	for _, n := range nodes {
 		objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{corev1.LabelHostname: n},
-			Annotations: map[string]string{"projectcalico.org/IPv4Address": addrs[n].String() + "/24"}}})
+			Annotations: map[string]string{"projectcalico.org/IPv4Address": addrs[n].String() + "/24", "projectcalico.org/IPv6Address": addrs6[n].String() + "/64"}}})
 	}
 	create(t, k8s, objs...)
 	bridgeCalicoV1(t, k8s)
@@ -257,15 +278,28 @@ func TestRealCalicoConfd(t *testing.T) {
 		slices.Sort(out)
 		return out
 	}
+	hops6 := func(names ...string) []string {
+		var out []string
+		for _, n := range names {
+			out = append(out, addrs6[n].String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	// waitFrom waits for both prefixes from exactly the named nodes, each over its own family's sessions.
 	waitFrom := func(what string, names ...string) []bgptest.Path {
 		t.Helper()
-		return router.WaitFor(t, prefix, what, func(p []bgptest.Path) bool { return slices.Equal(from(p), hops(names...)) })
+		v6 := router.WaitFor(t, prefix6, what+" (IPv6)", func(p []bgptest.Path) bool { return slices.Equal(from(p), hops6(names...)) })
+		return append(router.WaitFor(t, prefix, what, func(p []bgptest.Path) bool { return slices.Equal(from(p), hops(names...)) }), v6...)
 	}
 	got := waitFrom("both nodes announce", nodes...)
 	t.Logf("the router received:\n%s", describePaths(got))
 	for _, p := range got {
 		if !slices.Equal(p.ASPath, []uint32{64512}) || !slices.Contains(p.Communities, 64512<<16|100) || !slices.Equal(p.LargeCommunities, []string{"64512:1:2"}) {
 			t.Errorf("%s; want AS path [64512], community 64512:100, large community 64512:1:2", p)
+		}
+		if p.Neighbor != p.NextHop {
+			t.Errorf("%s: want the next hop of the session's own family, the node's address", p)
 		}
 	}
 	services[1].healthy.Store(false)
@@ -277,7 +311,7 @@ func TestRealCalicoConfd(t *testing.T) {
 			t.Errorf("after recovery: %s; want community 64512:100", p)
 		}
 	}
-	for _, a := range addrs {
+	for a := range neighbors {
 		if e, d := router.Established(a), router.Downs(a); e != 1 || d != 0 {
 			t.Errorf("session of %s: established %d times, dropped %d times; want once, never", a, e, d)
 		}
@@ -378,7 +412,7 @@ func TestRealCalicoConfd(t *testing.T) {
 		t.Fatal(err)
 	}
 	router.WaitFor(t, host, "the /32's AnycastPrefix deleted", func(p []bgptest.Path) bool { return len(p) == 0 })
-	for _, a := range addrs {
+	for a := range neighbors {
 		if e, d := router.Established(a), router.Downs(a); e != 1 || d != 0 {
 			t.Errorf("session of %s: established %d times, dropped %d times; want once, never", a, e, d)
 		}
@@ -393,6 +427,7 @@ func TestRealCalicoConfd(t *testing.T) {
 		if err := k8s.Get(ctx, client.ObjectKey{Name: calico.GlobalConfig}, &cfg); err != nil {
 			return false, err.Error()
 		}
-		return !strings.Contains(fmt.Sprint(cfg.Spec.ServiceLoadBalancerIPs), prefix.String()), fmt.Sprint(cfg.Spec.ServiceLoadBalancerIPs)
+		return !strings.Contains(fmt.Sprint(cfg.Spec.ServiceLoadBalancerIPs), "198.51.100.0/24") && !strings.Contains(fmt.Sprint(cfg.Spec.ServiceLoadBalancerIPs), "2001:db8:100::/48"),
+			fmt.Sprint(cfg.Spec.ServiceLoadBalancerIPs)
 	})
 }
