@@ -36,9 +36,9 @@ stamp="$CALICO_MODULE_VERSION $CALICO_API_VERSION 2"
 if [ -x "$OUT/confd" ] && [ "$(cat "$OUT/.version" 2>/dev/null)" = "$stamp" ] && ! $download_only; then
   log "confd cached in $OUT"
 else
-  calico="$(moddir "github.com/projectcalico/calico@$CALICO_MODULE_VERSION")"
-  api="$(moddir "github.com/projectcalico/api@$CALICO_API_VERSION")"
-  [ -n "$calico" ] && [ -n "$api" ] || { log "could not download Calico's modules"; exit 1; }
+  calico="$(moddir "github.com/projectcalico/calico@$CALICO_MODULE_VERSION")" || { log "could not download github.com/projectcalico/calico@$CALICO_MODULE_VERSION"; exit 1; }
+  api="$(moddir "github.com/projectcalico/api@$CALICO_API_VERSION")" || { log "could not download github.com/projectcalico/api@$CALICO_API_VERSION"; exit 1; }
+  [ -n "$calico" ] && [ -n "$api" ] || { log "could not find Calico's modules in the module cache"; exit 1; }
   cp -r "$api" "$WORK/api"
   chmod -R u+w "$WORK/api"
   # IptablesBackendLegacy/NFTables/Auto: typed in the served api, compared with a string by v3.28's validator.
@@ -51,12 +51,16 @@ else
     awk '/^replace \(/,/^\)/' "$calico/go.mod" | sed 's#github.com/projectcalico/api => ./api#github.com/projectcalico/api => ../api#'
   } > "$WORK/confd/go.mod"
   log "confd: resolving and downloading modules"
+  # tidy finds no package of this module that imports Calico and would drop the require: pin it again after.
   (cd "$WORK/confd" && GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>"$WORK/tidy.log" || true)
+  (cd "$WORK/confd" && go mod edit -require="github.com/projectcalico/calico@$CALICO_MODULE_VERSION")
   (cd "$WORK/confd" && GOFLAGS=-mod=mod go list -deps github.com/projectcalico/calico/confd >/dev/null 2>"$WORK/get.log") || { cat "$WORK/tidy.log" "$WORK/get.log" >&2; exit 1; }
   $download_only && exit 0
   log "building Calico's confd (release-v3.28, $CALICO_MODULE_VERSION) from the module proxy (first time only; a few minutes on 2 cores)"
   mkdir -p "$OUT"
   (cd "$WORK/confd" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$OUT/confd.tmp" github.com/projectcalico/calico/confd)
+  go version -m "$OUT/confd.tmp" | grep -q "github.com/projectcalico/calico[[:space:]]*$CALICO_MODULE_VERSION" ||
+    { log "the confd built is not from github.com/projectcalico/calico@$CALICO_MODULE_VERSION"; exit 1; }
   mv "$OUT/confd.tmp" "$OUT/confd"
   # Calico's templates and their confd resources (conf.d), which the test points at its own paths and BIRDs.
   rm -rf "$OUT/templates" "$OUT/conf.d"
@@ -75,9 +79,10 @@ else
   (cd "$WORK" && apt-get download "bird=$BIRD1_VERSION*" >/dev/null 2>"$WORK/apt.log") ||
     { [ "$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 && (cd "$WORK" && apt-get download "bird=$BIRD1_VERSION*" >/dev/null 2>"$WORK/apt.log"); } || {
     cat "$WORK/apt.log" >&2; log "apt-get download bird=$BIRD1_VERSION failed: run apt-get update as root and retry"; exit 1; }
-  mkdir -p "$BIRD1_DIR"
-  dpkg-deb -x "$WORK"/bird_*.deb "$BIRD1_DIR"
-  "$BIRD1_DIR/usr/sbin/bird" --version 2>&1 | grep -q "$BIRD1_VERSION" || { log "the unpacked bird is not $BIRD1_VERSION"; exit 1; }
+  # Unpacked aside and checked first, so that a wrong package never looks cached.
+  dpkg-deb -x "$WORK"/bird_*.deb "$WORK/bird1"
+  "$WORK/bird1/usr/sbin/bird" --version 2>&1 | grep -q "$BIRD1_VERSION" || { log "the unpacked bird is not $BIRD1_VERSION"; exit 1; }
+  rm -rf "$BIRD1_DIR" && mkdir -p "$(dirname "$BIRD1_DIR")" && mv "$WORK/bird1" "$BIRD1_DIR"
   log "BIRD $BIRD1_VERSION: done"
 fi
 echo "$OUT/confd"

@@ -29,11 +29,14 @@ routers=(
   "birdc:bird2:the BIRD backend drives BIRD through birdc"
   "ip:iproute2:tests create network namespaces and veth pairs"
   "vtysh:frr:the embedded speaker is tested against FRR's bgpd as the upstream router"
+)
+calico=(
   "apt-get:apt:BIRD 1.6.8 for Calico's confd is fetched with apt-get download (it conflicts with bird2, so it is unpacked, not installed)"
   "dpkg-deb:dpkg:unpacking BIRD 1.6.8 (make calico-confd)"
 )
 case "$target" in
-  test|bench) needs=("${base[@]}" "${routers[@]}") root=true ;;
+  test) needs=("${base[@]}" "${routers[@]}" "${calico[@]}") root=true ;;
+  bench) needs=("${base[@]}" "${routers[@]}") root=true ;;
   demo) needs=("${base[@]}") root=false ;;
   *) echo "preflight: unknown target $target (test, bench or demo)" >&2; exit 2 ;;
 esac

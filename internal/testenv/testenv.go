@@ -211,6 +211,15 @@ func (e *Env) Freeze(t testing.TB) (thaw func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var once sync.Once
+	thaw = func() {
+		once.Do(func() {
+			for _, pid := range pids {
+				_ = syscall.Kill(pid, syscall.SIGCONT)
+			}
+		})
+	}
+	t.Cleanup(thaw) // before anything can fail: the control plane never stays stopped
 	for _, pid := range pids {
 		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 			t.Fatalf("SIGSTOP %d: %v", pid, err)
@@ -223,19 +232,10 @@ func (e *Env) Freeze(t testing.TB) (thaw func()) {
 			t.Fatal(err)
 		}
 	}
-	var once sync.Once
-	thaw = func() {
-		once.Do(func() {
-			for _, pid := range pids {
-				_ = syscall.Kill(pid, syscall.SIGCONT)
-			}
-		})
-	}
-	t.Cleanup(thaw)
 	return thaw
 }
 
-// waitStopped waits until every thread of pid is in the stopped state ('T' in /proc/PID/task/TID/stat).
+// waitStopped waits until every thread of pid is stopped ('T' in /proc/PID/task/TID/stat) or gone.
 func waitStopped(pid int, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
@@ -265,7 +265,14 @@ func runningThreads(pid int) (int, error) {
 			continue // the thread exited
 		}
 		s := string(data)
-		if i := strings.LastIndexByte(s, ')'); i < 0 || i+2 >= len(s) || s[i+2] != 'T' {
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 || i+2 >= len(s) {
+			running++
+			continue
+		}
+		switch s[i+2] {
+		case 'T', 'Z', 'X': // stopped, or a thread that has exited
+		default:
 			running++
 		}
 	}

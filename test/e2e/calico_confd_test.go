@@ -162,7 +162,7 @@ func startCalicoNode(t testing.TB, parts calicoParts, kubeconfig, node string) {
 		toml := string(b)
 		for key, value := range map[string]string{
 			"dest":       filepath.Join(dir, name+".cfg"),
-			"check_cmd":  bins[family][0] + " -p -c " + cfgs[family],
+			"check_cmd":  bins[family][0] + " -p -c {{.src}}", // the staged file; its includes resolve in confd's directory
 			"reload_cmd": bins[family][1] + " -s " + socks[family] + " configure",
 		} {
 			toml = regexp.MustCompile(`(?m)^`+key+` = .*$`).ReplaceAllLiteralString(toml, key+" = "+strconv.Quote(value))
@@ -172,6 +172,7 @@ func startCalicoNode(t testing.TB, parts calicoParts, kubeconfig, node string) {
 		}
 	}
 	confd := exec.Command(parts.confd, "-confdir="+confdir)
+	confd.Dir = dir // where the check of a staged bird.cfg finds the files it includes (relative paths)
 	confd.Env = append(os.Environ(), "DATASTORE_TYPE=kubernetes", "KUBECONFIG="+kubeconfig, "NODENAME="+node, "NAMESPACE=kube-system",
 		"CALICO_NETWORKING_BACKEND=bird", "BGP_LOGSEVERITYSCREEN="+cmp.Or(os.Getenv("CALICO_LOG_LEVEL"), "info"))
 	startLogged(t, "confd "+node, confd, 40, os.Getenv("CALICO_LOGS") != "")
@@ -387,8 +388,7 @@ func TestRealCalicoConfd(t *testing.T) {
 	// lets through, withdrawals of everything else, announced before or not. So the /32 may come more than once per
 	// node, and withdrawn before it was ever announced; once announced, never withdrawn, never without its community.
 	announced := map[string]bool{}
-	for len(updates) > 0 {
-		c := <-updates
+	readUpdates(updates, 10*time.Second, func(c bgptest.Change) {
 		switch {
 		case c.Prefix != host.String():
 		case c.Withdrawn && announced[c.Neighbor]:
@@ -398,9 +398,9 @@ func TestRealCalicoConfd(t *testing.T) {
 		case !c.Withdrawn:
 			announced[c.Neighbor] = true
 		}
-	}
-	if len(announced) != len(nodes) {
-		t.Errorf("the update stream shows the /32 announced by %v, want both nodes", announced)
+	}, func() bool { return len(announced) == len(nodes) })
+	if len(announced) != len(nodes) || router.UpdatesLost() > 0 {
+		t.Errorf("the update stream shows the /32 announced by %v, want both nodes (%d updates lost)", announced, router.UpdatesLost())
 	}
 	services[0].healthy.Store(false)
 	router.WaitFor(t, host, "edge-1 failing: the /32 from edge-2 only", func(p []bgptest.Path) bool { return slices.Equal(from(p), hops("edge-2")) })

@@ -296,6 +296,7 @@ func (t Translator) advertise(d backend.Desired, tr *backend.Translation) {
 	// top of it (confd's bird.cfg template; found with Calico's own confd), so the node's other prefixes would
 	// otherwise lose their communities.
 	own := map[string]bool{}
+	mainAttrs := map[prefixKey][]any{} // the cluster-wide communities of each prefix
 	for _, k := range order {
 		routes := variants[k]
 		global[0].Entries = append(global[0].Entries, map[string]any{"cidr": k.prefix})
@@ -306,8 +307,9 @@ func (t Translator) advertise(d backend.Desired, tr *backend.Translation) {
 			main = mainVariant(routes)
 			attrs = routes[main].BGP
 		}
-		if communities := communitiesOf(attrs); len(communities) > 0 {
-			global[1].Entries = append(global[1].Entries, map[string]any{"cidr": k.prefix, "communities": communities})
+		mainAttrs[k] = communitiesOf(attrs)
+		if len(mainAttrs[k]) > 0 {
+			global[1].Entries = append(global[1].Entries, map[string]any{"cidr": k.prefix, "communities": mainAttrs[k]})
 			global[1].Source[k.prefix] = k.source
 		}
 		for i, r := range routes {
@@ -316,23 +318,29 @@ func (t Translator) advertise(d backend.Desired, tr *backend.Translation) {
 			}
 		}
 	}
+	// A node's own list holds every listed prefix, not only those it announces now: its filter may let a prefix
+	// through (the manager writes filters first) before its list would otherwise gain that prefix's communities.
 	perNode := map[string]*backend.SharedList{}
-	for _, k := range order {
-		for _, r := range variants[k] {
-			for _, n := range r.Nodes {
-				if !own[n] {
-					continue
-				}
-				l := perNode[n]
-				if l == nil {
-					l = &backend.SharedList{GVK: bgpConfiguration, Name: "node." + n, Path: []string{"spec", "prefixAdvertisements"}, Key: "cidr", Source: map[string]string{}}
-					perNode[n] = l
-				}
-				// An empty list of communities still overrides the cluster-wide entry on this node.
-				l.Entries = append(l.Entries, map[string]any{"cidr": k.prefix, "communities": communitiesOf(r.BGP)})
-				l.Source[k.prefix] = k.source
-			}
+	for _, n := range slices.Sorted(maps.Keys(own)) {
+		if !own[n] {
+			continue
 		}
+		l := &backend.SharedList{GVK: bgpConfiguration, Name: "node." + n, Path: []string{"spec", "prefixAdvertisements"}, Key: "cidr", Source: map[string]string{}}
+		for _, k := range order {
+			communities := mainAttrs[k]
+			for _, r := range variants[k] {
+				if slices.Contains(r.Nodes, n) {
+					communities = communitiesOf(r.BGP)
+				}
+			}
+			if len(communities) == 0 && len(mainAttrs[k]) == 0 {
+				continue // nothing to apply, here or cluster-wide
+			}
+			// An empty list of communities still overrides the cluster-wide entry on this node.
+			l.Entries = append(l.Entries, map[string]any{"cidr": k.prefix, "communities": communities})
+			l.Source[k.prefix] = k.source
+		}
+		perNode[n] = l
 	}
 	tr.Shared = append(tr.Shared, global...)
 	for _, n := range slices.Sorted(maps.Keys(perNode)) {

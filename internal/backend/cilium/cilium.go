@@ -124,7 +124,7 @@ func (t Translator) Translate(d backend.Desired) backend.Translation {
 }
 
 // peerConfig is the peer config of one node and one peer of a claim: the session settings, and the advertisements
-// labelled for this node and claim in both families.
+// labelled for this node and claim in the peer's address family.
 func peerConfig(s backend.Session, node string, secret *corev1.Secret, tr *backend.Translation) *ciliumv2.CiliumBGPPeerConfig {
 	selector := &metav1.LabelSelector{MatchLabels: map[string]string{announceKey(node): "true", claimKey(s.Claim): "true"}}
 	// One family, the peer's: Cilium sends each route of a family over every session that has it, with the
