@@ -167,6 +167,19 @@ build: ## Build the manager, the agents (whole, and delegated-only), the kubectl
 IMAGE_REPO ?= ghcr.io/anycast-operator
 IMAGE_TAG ?= $(VERSION)
 
+CA_CERTS ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+
+.PHONY: images
+images: ## The manager, agent and agent-delegated images as docker-archives in bin/images/, without Docker (for ctr images import or docker load).
+	@mkdir -p bin/static bin/images
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/static/manager ./cmd/manager
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/static/agent ./cmd/agent
+	CGO_ENABLED=0 go build -trimpath -tags delegated -ldflags "-s -w $(LDFLAGS)" -o bin/static/agent-delegated ./cmd/agent
+	cd test/install && go build -o ../../bin/mkimage ./cmd/mkimage
+	for c in manager agent agent-delegated; do \
+	  bin/mkimage -o bin/images/$$c.tar -t $(IMAGE_REPO)/$$c:$(IMAGE_TAG) -binary bin/static/$$c $(if $(CA_CERTS),-ca-certs $(CA_CERTS)); \
+	  echo "bin/images/$$c.tar: $(IMAGE_REPO)/$$c:$(IMAGE_TAG)"; done
+
 .PHONY: docker-build
 docker-build: ## Build the manager, agent, agent-bird and agent-delegated images (needs a Docker engine; nothing else does).
 	docker build --build-arg COMPONENT=manager --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/manager:$(IMAGE_TAG) .
