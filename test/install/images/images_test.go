@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"debug/elf"
 	"encoding/json"
 	"io"
 	"os"
@@ -165,5 +166,71 @@ func TestImagesAgreeWithDockerfile(t *testing.T) {
 	d2, _ := img2.Digest()
 	if d1 != d2 {
 		t.Errorf("two builds from the same inputs differ: %s, %s", d1, d2)
+	}
+}
+
+// TestBuiltImages checks the images make images wrote (make test builds them first): each loads under its tag with the
+// Dockerfile's user and entrypoint, and the binary in it is the component's, static, and starts (its --help names
+// the flags of that component).
+func TestBuiltImages(t *testing.T) {
+	st := finalStage(t)
+	dir := filepath.Join("..", "..", "..", "bin", "images")
+	for component, flag := range map[string]string{"manager": "-agent-image", "agent": "-node-name", "agent-delegated": "-node-name"} {
+		t.Run(component, func(t *testing.T) {
+			path := filepath.Join(dir, component+".tar")
+			if _, err := os.Stat(path); err != nil {
+				t.Fatalf("%v: run make images (make test does)", err)
+			}
+			img, err := tarball.ImageFromPath(path, nil)
+			if err != nil {
+				t.Fatalf("%s does not load: %v", path, err)
+			}
+			cfg, err := img.ConfigFile()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(cfg.Config.Entrypoint, st.entrypoint) || cfg.Config.User != st.user {
+				t.Errorf("%s: entrypoint %v, user %q; the Dockerfile: %v, %q", component, cfg.Config.Entrypoint, cfg.Config.User, st.entrypoint, st.user)
+			}
+			layers, err := img.Layers()
+			if err != nil || len(layers) != 1 {
+				t.Fatalf("want one layer: %d, %v", len(layers), err)
+			}
+			rc, err := layers[0].Uncompressed()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			bin := filepath.Join(t.TempDir(), "app")
+			tr := tar.NewReader(rc)
+			for {
+				h, err := tr.Next()
+				if err != nil {
+					t.Fatalf("no %s in the image: %v", BinaryPath, err)
+				}
+				if "/"+h.Name == BinaryPath {
+					b, _ := io.ReadAll(tr)
+					if err := os.WriteFile(bin, b, 0o755); err != nil {
+						t.Fatal(err)
+					}
+					break
+				}
+			}
+			// Static: no program interpreter (a distroless static image has no dynamic loader).
+			f, err := elf.Open(bin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range f.Progs {
+				if p.Type == elf.PT_INTERP {
+					t.Errorf("%s's binary needs a dynamic loader", component)
+				}
+			}
+			_ = f.Close()
+			out, _ := exec.Command(bin, "--help").CombinedOutput()
+			if !strings.Contains(string(out), flag) {
+				t.Errorf("%s's binary --help does not name %s:\n%s", component, flag, out)
+			}
+		})
 	}
 }
