@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
@@ -113,29 +114,7 @@ func TestImagesAgreeWithDockerfile(t *testing.T) {
 		t.Errorf("image OS %q, working directory %q; want linux and distroless's %s", cfg.OS, cfg.Config.WorkingDir, home)
 	}
 
-	layers, err := img.Layers()
-	if err != nil || len(layers) != 1 {
-		t.Fatalf("want one layer: %d, %v", len(layers), err)
-	}
-	rc, err := layers[0].Uncompressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	files := map[string]*tar.Header{}
-	contents := map[string][]byte{}
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		files["/"+strings.TrimSuffix(h.Name, "/")] = h
-		contents["/"+strings.TrimSuffix(h.Name, "/")], _ = io.ReadAll(tr)
-	}
+	files, contents := layerFiles(t, img)
 	want, _ := os.ReadFile(bin)
 	if h := files[BinaryPath]; h == nil || h.Mode&0o111 == 0 || !bytes.Equal(contents[BinaryPath], want) {
 		t.Errorf("%s: %+v, want the binary, executable", BinaryPath, h)
@@ -192,29 +171,13 @@ func TestBuiltImages(t *testing.T) {
 			if !slices.Equal(cfg.Config.Entrypoint, st.entrypoint) || cfg.Config.User != st.user {
 				t.Errorf("%s: entrypoint %v, user %q; the Dockerfile: %v, %q", component, cfg.Config.Entrypoint, cfg.Config.User, st.entrypoint, st.user)
 			}
-			layers, err := img.Layers()
-			if err != nil || len(layers) != 1 {
-				t.Fatalf("want one layer: %d, %v", len(layers), err)
+			_, contents := layerFiles(t, img)
+			if contents[BinaryPath] == nil {
+				t.Fatalf("no %s in the image", BinaryPath)
 			}
-			rc, err := layers[0].Uncompressed()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rc.Close()
 			bin := filepath.Join(t.TempDir(), "app")
-			tr := tar.NewReader(rc)
-			for {
-				h, err := tr.Next()
-				if err != nil {
-					t.Fatalf("no %s in the image: %v", BinaryPath, err)
-				}
-				if "/"+h.Name == BinaryPath {
-					b, _ := io.ReadAll(tr)
-					if err := os.WriteFile(bin, b, 0o755); err != nil {
-						t.Fatal(err)
-					}
-					break
-				}
+			if err := os.WriteFile(bin, contents[BinaryPath], 0o755); err != nil {
+				t.Fatal(err)
 			}
 			// Static: no program interpreter (a distroless static image has no dynamic loader).
 			f, err := elf.Open(bin)
@@ -232,5 +195,33 @@ func TestBuiltImages(t *testing.T) {
 				t.Errorf("%s's binary --help does not name %s:\n%s", component, flag, out)
 			}
 		})
+	}
+}
+
+// layerFiles reads the image's one layer: its entries' headers and contents, by absolute path.
+func layerFiles(t *testing.T, img v1.Image) (map[string]*tar.Header, map[string][]byte) {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("want one layer: %d, %v", len(layers), err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	files, contents := map[string]*tar.Header{}, map[string][]byte{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return files, contents
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := "/" + strings.TrimSuffix(h.Name, "/")
+		files[path] = h
+		contents[path], _ = io.ReadAll(tr)
 	}
 }
