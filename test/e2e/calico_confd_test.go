@@ -177,7 +177,7 @@ func startCalicoNode(t testing.TB, parts calicoParts, kubeconfig, node string) {
 		"CALICO_NETWORKING_BACKEND=bird", "BGP_LOGSEVERITYSCREEN="+cmp.Or(os.Getenv("CALICO_LOG_LEVEL"), "info"))
 	startLogged(t, "confd "+node, confd, 40, os.Getenv("CALICO_LOGS") != "")
 	// The BIRDs start once confd has rendered their configuration; later changes reach them through birdc configure.
-	pollTB(t, "confd renders "+node+"'s BIRD configuration", func() (bool, string) {
+	poll(t, "confd renders "+node+"'s BIRD configuration", func() (bool, string) {
 		for _, f := range []string{"bird.cfg", "bird_aggr.cfg", "bird_ipam.cfg", "bird6.cfg", "bird6_aggr.cfg", "bird6_ipam.cfg"} {
 			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 				return false, err.Error()
@@ -263,30 +263,16 @@ func TestRealCalicoConfd(t *testing.T) {
 	for i, n := range nodes {
 		startAgentWith(t, env, n, probeAddrs[i], speaker.Delegated{}, log)
 	}
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := env.WriteKubeconfig(kubeconfig); err != nil {
+	kubeconfig, err := env.Kubeconfig()
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range nodes {
 		startCalicoNode(t, parts, kubeconfig, n)
 	}
 
-	hops := func(names ...string) []string {
-		var out []string
-		for _, n := range names {
-			out = append(out, addrs[n].String())
-		}
-		slices.Sort(out)
-		return out
-	}
-	hops6 := func(names ...string) []string {
-		var out []string
-		for _, n := range names {
-			out = append(out, addrs6[n].String())
-		}
-		slices.Sort(out)
-		return out
-	}
+	hops := func(names ...string) []string { return hopsOf(addrs, names...) }
+	hops6 := func(names ...string) []string { return hopsOf(addrs6, names...) }
 	// waitFrom waits for both prefixes from exactly the named nodes, each over its own family's sessions.
 	waitFrom := func(what string, names ...string) []bgptest.Path {
 		t.Helper()
@@ -320,12 +306,7 @@ func TestRealCalicoConfd(t *testing.T) {
 
 	// Deprefer: the node's own prefixAdvertisements (BGPConfiguration node.<name>) replace the cluster-wide entry on
 	// that node, so edge-1's path carries GRACEFUL_SHUTDOWN (and the prefix's communities), edge-2's does not.
-	setPolicy(t, k8s, "web", func(p *anycastv1.HealthPolicySpec) { p.OnUnhealthy = anycastv1.UnhealthyDeprefer })
-	for _, n := range nodes {
-		waitSpec(t, k8s, n, func(na *anycastv1.NodeAnnouncement) bool {
-			return len(na.Spec.HealthPolicies) == 1 && na.Spec.HealthPolicies[0].Spec.OnUnhealthy == anycastv1.UnhealthyDeprefer
-		})
-	}
+	setOnUnhealthy(t, k8s, "web", anycastv1.UnhealthyDeprefer, nodes...)
 	gshut := func(want ...string) func([]bgptest.Path) bool {
 		return func(paths []bgptest.Path) bool {
 			if !slices.Equal(from(paths), hops(nodes...)) {
@@ -346,12 +327,7 @@ func TestRealCalicoConfd(t *testing.T) {
 	t.Logf("edge-1 deprefered:\n%s", describePaths(router.WaitFor(t, prefix, "edge-1 deprefers", gshut("edge-1"))))
 	services[0].healthy.Store(true)
 	router.WaitFor(t, prefix, "edge-1 back to normal", gshut())
-	setPolicy(t, k8s, "web", func(p *anycastv1.HealthPolicySpec) { p.OnUnhealthy = anycastv1.UnhealthyWithdraw })
-	for _, n := range nodes {
-		waitSpec(t, k8s, n, func(na *anycastv1.NodeAnnouncement) bool {
-			return len(na.Spec.HealthPolicies) == 1 && na.Spec.HealthPolicies[0].Spec.OnUnhealthy == anycastv1.UnhealthyWithdraw
-		})
-	}
+	setOnUnhealthy(t, k8s, "web", anycastv1.UnhealthyWithdraw, nodes...)
 
 	// A single address: Calico announces a /32 of serviceLoadBalancerIPs only for a Service that holds it
 	// (spec.loadBalancerIP and the address in its status, externalTrafficPolicy Cluster: from every node). The nodes' filters now let two prefixes
@@ -422,7 +398,7 @@ func TestRealCalicoConfd(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFrom("the AnycastPrefix is deleted: nothing announced")
-	pollTB(t, "the serviceLoadBalancerIPs entry is removed", func() (bool, string) {
+	poll(t, "the serviceLoadBalancerIPs entry is removed", func() (bool, string) {
 		var cfg calicov3.BGPConfiguration
 		if err := k8s.Get(ctx, client.ObjectKey{Name: calico.GlobalConfig}, &cfg); err != nil {
 			return false, err.Error()

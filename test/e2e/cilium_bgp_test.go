@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -55,7 +54,6 @@ type ciliumSetup struct {
 	addrs6      map[string]netip.Addr
 	router6     netip.Addr // the eBGP router's IPv6 address, dual stack only
 	stopManager func()
-	kubeconfig  string
 }
 
 const (
@@ -175,13 +173,13 @@ func startCiliumSetup(t testing.TB, n int, who decider, opts ...ciliumOptions) *
 	}
 	s.stopManager = startManagerWith(t, env, cilium.Translator{SecretsNamespace: "kube-system", Secrets: secrets})
 
-	s.kubeconfig = filepath.Join(t.TempDir(), "kubeconfig")
-	if err := env.WriteKubeconfig(s.kubeconfig); err != nil {
+	kubeconfig, err := env.Kubeconfig()
+	if err != nil {
 		t.Fatal(err)
 	}
-	startCiliumProcess(t, bin, s.kubeconfig, "operator")
+	startCiliumProcess(t, bin, kubeconfig, "operator")
 	for _, name := range s.nodes {
-		startCiliumProcess(t, bin, s.kubeconfig, "agent", "--node="+name)
+		startCiliumProcess(t, bin, kubeconfig, "agent", "--node="+name)
 	}
 	if who == agentDecides {
 		log := testr.NewWithInterface(t, testr.Options{Verbosity: 0})
@@ -223,7 +221,7 @@ func startCiliumProcess(t testing.TB, bin, kubeconfig string, args ...string) (s
 func (s *ciliumSetup) serviceAddress(t testing.TB, name string) netip.Addr {
 	t.Helper()
 	var got netip.Addr
-	pollTB(t, "Cilium's LB-IPAM gives "+name+" an address", func() (bool, string) {
+	poll(t, "Cilium's LB-IPAM gives "+name+" an address", func() (bool, string) {
 		var svc corev1.Service
 		if err := s.k8s.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: name}, &svc); err != nil {
 			return false, err.Error()
@@ -257,10 +255,13 @@ func from(paths []bgptest.Path) []string {
 	return hops
 }
 
-func (s *ciliumSetup) hops(names ...string) []string {
+func (s *ciliumSetup) hops(names ...string) []string { return hopsOf(s.addrs, names...) }
+
+// hopsOf is the next hops the named nodes announce with, sorted as from returns them.
+func hopsOf(addrs map[string]netip.Addr, names ...string) []string {
 	var hops []string
 	for _, n := range names {
-		hops = append(hops, s.addrs[n].String())
+		hops = append(hops, addrs[n].String())
 	}
 	slices.Sort(hops)
 	return hops
@@ -299,21 +300,6 @@ func readUpdates(ch <-chan bgptest.Change, limit time.Duration, see func(bgptest
 	}
 }
 
-func pollTB(t testing.TB, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached: %s", what, why)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestRealCiliumBGPControlPlane: the manager's Cilium objects, consumed by Cilium's own operator and agent BGP code,
 // reach the routers as planned: the aggregate from exactly the announcing nodes with its attributes, a failing node's
 // path withdrawn and returned, the withdrawal budget kept, sessions Established in the claim's status and never
@@ -340,7 +326,7 @@ func TestRealCiliumBGPControlPlane(t *testing.T) {
 	// Cilium's agents report their sessions in CiliumBGPNodeConfig status; the manager copies them into the claim's.
 	poll2 := func(what string, cond func(*anycastv1.BGPSessionClaim) bool) {
 		t.Helper()
-		pollTB(t, what, func() (bool, string) {
+		poll(t, what, func() (bool, string) {
 			var c anycastv1.BGPSessionClaim
 			if err := s.k8s.Get(ctx, client.ObjectKey{Name: "edge"}, &c); err != nil {
 				return false, err.Error()
@@ -363,7 +349,7 @@ func TestRealCiliumBGPControlPlane(t *testing.T) {
 	s.waitAnnouncing(t, s.prefix, "edge-2 failing", "edge-1", "edge-3")
 	s.services["edge-3"].healthy.Store(false)
 	// edge-3 wants out, but the budget is spent: the manager keeps its advertisement label, so Cilium keeps its path.
-	pollTB(t, "the prefix reports edge-3 held back", func() (bool, string) {
+	poll(t, "the prefix reports edge-3 held back", func() (bool, string) {
 		var got anycastv1.AnycastPrefix
 		if err := s.k8s.Get(ctx, client.ObjectKey{Name: "dns"}, &got); err != nil {
 			return false, err.Error()
@@ -385,12 +371,7 @@ func TestRealCiliumBGPControlPlane(t *testing.T) {
 	// Deprefer: a failing edge-1 keeps its path, with GRACEFUL_SHUTDOWN, at both routers, and is back to normal on
 	// recovery; its path is replaced in place each time, never withdrawn on the way (the routers' update streams
 	// would show even a withdrawal replaced a moment later).
-	setPolicy(t, s.k8s, "web", func(p *anycastv1.HealthPolicySpec) { p.OnUnhealthy = anycastv1.UnhealthyDeprefer })
-	for _, n := range s.nodes {
-		waitSpec(t, s.k8s, n, func(na *anycastv1.NodeAnnouncement) bool {
-			return len(na.Spec.HealthPolicies) == 1 && na.Spec.HealthPolicies[0].Spec.OnUnhealthy == anycastv1.UnhealthyDeprefer
-		})
-	}
+	setOnUnhealthy(t, s.k8s, "web", anycastv1.UnhealthyDeprefer, s.nodes...)
 	updates := map[*bgptest.Router]<-chan bgptest.Change{s.ebgp: s.ebgp.Updates(t), s.ibgp: s.ibgp.Updates(t)}
 	gshut := func(paths []bgptest.Path, n string) bool {
 		for _, p := range paths {
@@ -454,12 +435,12 @@ func TestRealCiliumBGPControlPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.waitAnnouncing(t, s.prefix, "the AnycastPrefix is deleted: nothing announced")
-	pollTB(t, "the pool is removed", func() (bool, string) {
+	poll(t, "the pool is removed", func() (bool, string) {
 		err := s.k8s.Get(ctx, client.ObjectKey{Name: cilium.PoolName("dns", s.prefix)}, &ciliumv2.CiliumLoadBalancerIPPool{})
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
 	// With its pool gone, Cilium's LB-IPAM takes the address back from the Service.
-	pollTB(t, "the Service loses its address", func() (bool, string) {
+	poll(t, "the Service loses its address", func() (bool, string) {
 		var svc corev1.Service
 		if err := s.k8s.Get(ctx, client.ObjectKey{Namespace: "default", Name: "dns"}, &svc); err != nil {
 			return false, err.Error()
@@ -500,14 +481,7 @@ func TestRealCiliumDualStack(t *testing.T) {
 	if a := s.serviceAddress(t, "dns6"); !s.prefix6.Contains(a) {
 		t.Fatalf("LB-IPAM gave the IPv6 Service %s, outside %s", a, s.prefix6)
 	}
-	hops6 := func(names ...string) []string {
-		var hops []string
-		for _, n := range names {
-			hops = append(hops, s.addrs6[n].String())
-		}
-		slices.Sort(hops)
-		return hops
-	}
+	hops6 := func(names ...string) []string { return hopsOf(s.addrs6, names...) }
 	// Neighbor and next hop are the same address, of the prefix's family, once per node.
 	exact := func(want []string) func([]bgptest.Path) bool {
 		return func(paths []bgptest.Path) bool {
@@ -538,29 +512,13 @@ func TestRealCiliumDualStack(t *testing.T) {
 func BenchmarkCiliumDecisionToRouter(b *testing.B) {
 	s := startCiliumSetup(b, 1, benchmarkDecides)
 	node := s.nodes[0]
-	pollTB(b, "the manager plans "+node, func() (bool, string) {
-		var na anycastv1.NodeAnnouncement
-		err := s.k8s.Get(context.Background(), client.ObjectKey{Name: node}, &na)
-		return err == nil && na.Spec.PrefixCount() == 1, fmt.Sprint(err)
-	})
-	decide := func(announce bool) error {
-		ctx := context.Background()
-		var na anycastv1.NodeAnnouncement
-		if err := s.k8s.Get(ctx, client.ObjectKey{Name: node}, &na); err != nil {
-			return err
-		}
-		state := anycastv1.PrefixWithdrawn
-		if announce {
-			state = anycastv1.PrefixAnnounced
-		}
-		na.Status.Prefixes = []anycastv1.NodePrefixStatus{{Prefix: anycastv1.PlannedCIDR(s.prefix.String()), State: state, Since: ptr.To(metav1.Now())}}
-		return s.k8s.Status().Update(ctx, &na)
-	}
-	if err := decide(true); err != nil {
+	waitPlanned(b, s.k8s, node)
+	set := func(announce bool) error { return decide(s.k8s, node, s.prefix, announce) }
+	if err := set(true); err != nil {
 		b.Fatal(err)
 	}
 	s.waitAnnouncing(b, s.prefix, "announced", node)
-	withdraw, announce := s.ebgp.MeasureToggles(b, s.prefix.String(), decide)
+	withdraw, announce := s.ebgp.MeasureToggles(b, s.prefix.String(), set)
 	withdraw.Report(b, "withdraw")
 	announce.Report(b, "announce")
 }

@@ -185,20 +185,14 @@ func TestEmbeddedAnnounceWithdrawDeprefer(t *testing.T) {
 	router.WaitFor(t, p1, "edge-1 announces again after recovery", func(p []bgptest.Path) bool { return announcedBy(p, "127.0.0.2") })
 
 	// Deprefer mode: the path stays, less preferred.
-	setPolicy(t, k8s, "web-edge-1", func(s *anycastv1.HealthPolicySpec) { s.OnUnhealthy = anycastv1.UnhealthyDeprefer })
-	waitSpec(t, k8s, "edge-1", func(na *anycastv1.NodeAnnouncement) bool {
-		return len(na.Spec.HealthPolicies) == 1 && na.Spec.HealthPolicies[0].Spec.OnUnhealthy == anycastv1.UnhealthyDeprefer
-	})
+	setOnUnhealthy(t, k8s, "web-edge-1", anycastv1.UnhealthyDeprefer, "edge-1")
 	services["edge-1"].healthy.Store(false)
 	router.WaitFor(t, p1, "edge-1 deprefers", func(p []bgptest.Path) bool {
 		return len(p) == 1 && len(p[0].ASPath) == 4 && p[0].MED != nil && *p[0].MED == 1010 && slices.Contains(p[0].Communities, speaker.GracefulShutdown)
 	})
 	services["edge-1"].healthy.Store(true)
 	router.WaitFor(t, p1, "edge-1 back to normal", func(p []bgptest.Path) bool { return len(p) == 1 && len(p[0].ASPath) == 1 })
-	setPolicy(t, k8s, "web-edge-1", func(s *anycastv1.HealthPolicySpec) { s.OnUnhealthy = anycastv1.UnhealthyWithdraw })
-	waitSpec(t, k8s, "edge-1", func(na *anycastv1.NodeAnnouncement) bool {
-		return len(na.Spec.HealthPolicies) == 1 && na.Spec.HealthPolicies[0].Spec.OnUnhealthy == anycastv1.UnhealthyWithdraw
-	})
+	setOnUnhealthy(t, k8s, "web-edge-1", anycastv1.UnhealthyWithdraw, "edge-1")
 
 	// The API server goes away: a failing node still withdraws (it holds its permit), a healthy one keeps announcing.
 	// Stop sends SIGTERM and, after a second, SIGKILL: either way the API server is gone, as after a crash.
@@ -269,7 +263,19 @@ func setPolicy(t *testing.T, k8s client.Client, name string, change func(*anycas
 	}
 }
 
-func poll(t *testing.T, what string, cond func() (bool, string)) {
+// setOnUnhealthy sets a policy's onUnhealthy and waits until the nodes' NodeAnnouncements carry it, so that what
+// fails next is handled the new way.
+func setOnUnhealthy(t *testing.T, k8s client.Client, policy string, action anycastv1.UnhealthyAction, nodes ...string) {
+	t.Helper()
+	setPolicy(t, k8s, policy, func(s *anycastv1.HealthPolicySpec) { s.OnUnhealthy = action })
+	for _, n := range nodes {
+		waitSpec(t, k8s, n, func(na *anycastv1.NodeAnnouncement) bool {
+			return len(na.Spec.HealthPolicies) == 1 && na.Spec.HealthPolicies[0].Spec.OnUnhealthy == action
+		})
+	}
+}
+
+func poll(t testing.TB, what string, cond func() (bool, string)) {
 	t.Helper()
 	var last string
 	if err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {

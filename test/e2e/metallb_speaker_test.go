@@ -198,8 +198,8 @@ func startMetalLBSpeakerSetup(t testing.TB, who decider) *metallbSpeakerSetup {
 		startAgentWith(t, env, node, nodeAddr, speaker.Delegated{}, testr.NewWithInterface(t, testr.Options{Verbosity: 0}))
 	}
 
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := env.WriteKubeconfig(kubeconfig); err != nil {
+	kubeconfig, err := env.Kubeconfig()
+	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "--node-name", node, "--pod-name", "speaker-"+node, "--namespace", "metallb-system",
@@ -243,19 +243,24 @@ func TestRealMetalLBSpeaker(t *testing.T) {
 	s.waitPaths(t, "the node recovers: announced again", 1)
 }
 
-// decide writes the node's decision for the prefix into its NodeAnnouncement status, as its agent does.
 func (s *metallbSpeakerSetup) decide(announce bool) error {
+	return decide(s.k8s, s.node, s.prefix, announce)
+}
+
+// decide writes a node's decision for its one prefix into its NodeAnnouncement status, as its agent does: what the
+// benchmarks of a Kubernetes BGP stack's whole path start from.
+func decide(k8s client.Client, node string, prefix netip.Prefix, announce bool) error {
 	ctx := context.Background()
 	var na anycastv1.NodeAnnouncement
-	if err := s.k8s.Get(ctx, client.ObjectKey{Name: s.node}, &na); err != nil {
+	if err := k8s.Get(ctx, client.ObjectKey{Name: node}, &na); err != nil {
 		return err
 	}
 	state := anycastv1.PrefixWithdrawn
 	if announce {
 		state = anycastv1.PrefixAnnounced
 	}
-	na.Status.Prefixes = []anycastv1.NodePrefixStatus{{Prefix: anycastv1.PlannedCIDR(s.prefix.String()), State: state, Since: ptr.To(metav1.Now())}}
-	return s.k8s.Status().Update(ctx, &na)
+	na.Status.Prefixes = []anycastv1.NodePrefixStatus{{Prefix: anycastv1.PlannedCIDR(prefix.String()), State: state, Since: ptr.To(metav1.Now())}}
+	return k8s.Status().Update(ctx, &na)
 }
 
 // BenchmarkMetalLBDecisionToRouter measures the whole path with MetalLB's real speaker: an agent's decision written
@@ -303,16 +308,16 @@ func BenchmarkMetalLBAdvertisementToRouter(b *testing.B) {
 	announce.Report(b, "announce")
 }
 
-// waitNA waits for the manager to plan the node's NodeAnnouncement.
-func waitNA(b testing.TB, s *metallbSpeakerSetup) {
-	b.Helper()
-	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+func waitNA(b testing.TB, s *metallbSpeakerSetup) { waitPlanned(b, s.k8s, s.node) }
+
+// waitPlanned waits for the manager to plan a node's one prefix in its NodeAnnouncement.
+func waitPlanned(t testing.TB, k8s client.Client, node string) {
+	t.Helper()
+	poll(t, "the manager plans "+node, func() (bool, string) {
 		var na anycastv1.NodeAnnouncement
-		return s.k8s.Get(ctx, client.ObjectKey{Name: s.node}, &na) == nil && na.Spec.PrefixCount() == 1, nil
+		err := k8s.Get(context.Background(), client.ObjectKey{Name: node}, &na)
+		return err == nil && na.Spec.PrefixCount() == 1, fmt.Sprintf("%v %+v", err, na.Spec)
 	})
-	if err != nil {
-		b.Fatalf("the manager did not plan %s: %v", s.node, err)
-	}
 }
 
 // BenchmarkMetalLBSpeakerFootprint is the anchor of the agent's footprint (test/bench BenchmarkAgentFootprint, in

@@ -93,10 +93,7 @@ func startProcess(t *testing.T, bin, kubeconfig string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() })
+	startLogged(t, filepath.Base(bin), cmd, 40, false)
 }
 
 // TestMetricsOfTheRealProcesses runs the manager and an agent as the binaries users run, fails the node's service

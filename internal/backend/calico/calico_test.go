@@ -57,38 +57,16 @@ func accepted(t *testing.T, c *backendtest.Cluster, nodes ...string) map[string]
 	out := map[string][]string{}
 	for _, n := range nodes {
 		f := backendtest.Get(t, c, "anycast-edge-"+n, &calicov3.BGPFilter{})
-		var rules []calicov3.BGPFilterRuleV4
-		rules = append(rules, f.Spec.ExportV4...)
-		for _, r := range f.Spec.ExportV6 {
-			rules = append(rules, calicov3.BGPFilterRuleV4{CIDR: r.CIDR, MatchOperator: r.MatchOperator, Action: r.Action})
-		}
-		passes := func(route string) bool {
-			rp := netip.MustParsePrefix(route)
-			for _, r := range rules {
-				if r.Action == calicov3.Accept {
-					t.Errorf("filter of %s has an Accept rule (%+v): the prefix would reach the router without its communities", n, r)
-				}
-				cidr := netip.MustParsePrefix(r.CIDR)
-				if cidr.Addr().Is4() != rp.Addr().Is4() {
-					continue
-				}
-				inside := cidr.Bits() <= rp.Bits() && cidr.Contains(rp.Addr())
-				var match bool
-				switch r.MatchOperator {
-				case calicov3.In:
-					match = inside
-				case calicov3.NotIn:
-					match = !inside
-				case calicov3.Equal:
-					match = cidr == rp
-				case calicov3.NotEqual:
-					match = cidr != rp
-				}
-				if match {
-					return r.Action == calicov3.Accept
-				}
+		rules := calico.ExportRules(f)
+		for _, r := range rules {
+			if r.Action == calicov3.Accept {
+				t.Errorf("filter of %s has an Accept rule (%+v): the prefix would reach the router without its communities", n, r)
 			}
-			return true
+		}
+		// Through to Calico's export: no rule matches, or an Accept does.
+		passes := func(route string) bool {
+			action, matched := calico.FirstMatch(rules, netip.MustParsePrefix(route))
+			return !matched || action == calicov3.Accept
 		}
 		for _, o := range others {
 			if passes(o) {

@@ -8,16 +8,14 @@ import (
 	calicov3 "github.com/projectcalico/api/pkg/apis/projectcalico/v3"
 )
 
-// rejected evaluates rules as BIRD runs the function confd renders from them: the first matching rule rejects.
+// rejected says whether rules reject route, evaluated as BIRD runs the function confd renders from them.
 func rejected(rules []rejectRule, route netip.Prefix) bool {
+	calicoRules := make([]calicov3.BGPFilterRuleV4, 0, len(rules))
 	for _, r := range rules {
-		inside := r.cidr.Bits() <= route.Bits() && r.cidr.Contains(route.Addr())
-		switch {
-		case r.op == calicov3.In && inside, r.op == calicov3.NotIn && !inside, r.op == calicov3.Equal && r.cidr == route:
-			return true
-		}
+		calicoRules = append(calicoRules, calicov3.BGPFilterRuleV4{CIDR: r.cidr.String(), MatchOperator: r.op, Action: calicov3.Reject})
 	}
-	return false
+	_, matched := FirstMatch(calicoRules, route)
+	return matched
 }
 
 func insideAny(allowed []netip.Prefix, route netip.Prefix) bool {
