@@ -110,6 +110,13 @@ lint: fmt-check vet ## gofmt, go vet and staticcheck.
 envtest-assets: ## Build kube-apiserver, etcd and kubectl from the Go module proxy into bin/k8s/ (cached).
 	K8S_VERSION=$(K8S_VERSION) ENVTEST_ASSETS_DIR=$(ENVTEST_ASSETS) hack/build-envtest-assets.sh
 
+.PHONY: cluster-binaries
+cluster-binaries: ## Also kubelet, kube-controller-manager and kube-scheduler (bin/k8s/, cached) and the sandbox image (bin/images/pause.tar), for the single-node cluster of test/install/singlenode.
+	K8S_VERSION=$(K8S_VERSION) ENVTEST_ASSETS_DIR=$(ENVTEST_ASSETS) hack/build-envtest-assets.sh --cluster
+	@mkdir -p bin/static bin/images
+	cd test/install && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o ../../bin/static/pause ./cmd/pause && go build -o ../../bin/mkimage ./cmd/mkimage
+	bin/mkimage -o bin/images/pause.tar -t $(PAUSE_IMAGE) -binary bin/static/pause
+
 .PHONY: metallb-speaker
 metallb-speaker: ## Build MetalLB's speaker and its configuration validator from the Go module proxy into bin/metallb/ (cached).
 	METALLB_VERSION=$(METALLB_VERSION) METALLB_SPEAKER_DIR=$(METALLB_SPEAKER_DIR) hack/build-metallb-speaker.sh
@@ -165,6 +172,7 @@ build: ## Build the manager, the agents (whole, and delegated-only), the kubectl
 	go build -o bin/demo ./cmd/demo
 
 IMAGE_REPO ?= ghcr.io/anycast-operator
+PAUSE_IMAGE ?= localhost/anycast-pause:e2e
 IMAGE_TAG ?= $(VERSION)
 
 CA_CERTS ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)

@@ -4,14 +4,22 @@
 #
 #   hack/build-envtest-assets.sh                  # builds into bin/k8s/<K8S_VERSION>/ and prints that directory last
 #   hack/build-envtest-assets.sh --download-only  # only fetches the modules a build needs (hack/prefetch.sh)
+#   hack/build-envtest-assets.sh --cluster        # also kubelet, kube-controller-manager and kube-scheduler, for the
+#                                                 # single-node cluster of test/cluster (same cache, same pins)
 #
 # kube-apiserver lives in k8s.io/kubernetes, whose go.mod points every k8s.io/* staging module at ./staging/...;
 # such replace lines do not survive `go install`, so each binary is built in a throwaway module that pins the
 # staging modules to their published v0.x tags instead. etcd's server module has the same kind of replace lines.
 set -euo pipefail
 
-download_only=false
-[ "${1:-}" = "--download-only" ] && download_only=true
+download_only=false cluster=false
+for arg in "$@"; do
+  case "$arg" in
+    --download-only) download_only=true ;;
+    --cluster) cluster=true ;;
+    *) echo "unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
 
 K8S_VERSION="${K8S_VERSION:-1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-3.7.3}"
@@ -77,4 +85,5 @@ build_etcd() {
 
 build_etcd
 if [ "${ENVTEST_SKIP_KUBECTL:-}" = "1" ]; then build_k8s kube-apiserver; else build_k8s kube-apiserver kubectl; fi
+if $cluster; then build_k8s kubelet kube-controller-manager kube-scheduler; fi
 $download_only || echo "$OUT"

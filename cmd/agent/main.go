@@ -137,17 +137,30 @@ func run(ctx context.Context, args []string) error {
 }
 
 // prepareStateDir makes dir the agent's: created if missing, owned by uid (and gid uid), mode 0700, and the state
-// file in it (if any) likewise.
+// file in it (if any) likewise. The init container has CHOWN but neither FOWNER nor DAC_OVERRIDE: once root no
+// longer owns the directory it may neither chmod it (seen on a real kubelet: the pod never started) nor reach into
+// it, so the mode comes first and the directory's owner last, and a directory that is already the agent's (every
+// restart of the pod after the first) is left to the agent, which keeps its mode (saveState).
 func prepareStateDir(dir string, uid int) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	for _, p := range []string{dir, filepath.Join(dir, "state.json")} {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == uid && int(st.Gid) == uid {
+		return nil
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("chmod %s: %w", dir, err)
+	}
+	for _, p := range []string{filepath.Join(dir, "state.json"), dir} {
 		if err := os.Lchown(p, uid, uid); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
+			return fmt.Errorf("chown %s: %w", p, err)
 		}
 	}
-	return os.Chmod(dir, 0o700)
+	return nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -81,5 +84,49 @@ func TestAgentRefusesBadFlags(t *testing.T) {
 		if err := run(context.Background(), args); err == nil {
 			t.Errorf("run(%v) accepted", args)
 		}
+	}
+}
+
+// TestPrepareStateDirWithOnlyChown runs --prepare-state-dir as the DaemonSet's init container runs it: root, with
+// every capability dropped but CHOWN (setpriv narrows the bounding set, as runc does), on a directory root owns
+// (the kubelet creates the hostPath). The directory must end up the agent's, mode 0700, with its state file.
+func TestPrepareStateDirWithOnlyChown(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root: the init container runs as root (make test runs as root)")
+	}
+	if os.Getenv("PREPARE_STATE_DIR") != "" {
+		if err := run(context.Background(), []string{"--prepare-state-dir=" + os.Getenv("PREPARE_STATE_DIR"), "--state-dir-owner=65532"}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	dir := filepath.Join(t.TempDir(), "anycast-agent")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "state.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Twice: the second is every later start of the pod, on a directory that is already the agent's.
+	for i := range 2 {
+		cmd := exec.Command("setpriv", "--bounding-set=-all,+chown", "--inh-caps=-all", os.Args[0], "-test.run=^TestPrepareStateDirWithOnlyChown$")
+		cmd.Env = append(os.Environ(), "PREPARE_STATE_DIR="+dir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("--prepare-state-dir with only CHOWN, run %d: %v\n%s", i+1, err, out)
+		}
+	}
+	for _, p := range []string{dir, filepath.Join(dir, "state.json")} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != 65532 || st.Gid != 65532 {
+			t.Errorf("%s is owned by %d:%d, want 65532:65532", p, st.Uid, st.Gid)
+		}
+	}
+	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
+		t.Errorf("%s has mode %v, want 0700", dir, fi.Mode().Perm())
 	}
 }

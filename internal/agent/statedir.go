@@ -49,6 +49,10 @@ func saveState(dir string, st *savedState) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	// The init container hands an existing directory over as it is; its owner, the agent, sets the mode.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return err
+	}
 	b, err := json.Marshal(st)
 	if err != nil {
 		return err
