@@ -30,6 +30,7 @@ type AgentDaemonSetReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingadmissionpolicies;validatingadmissionpolicybindings,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
 
 // Reconcile applies the DaemonSet and the policies.
 func (r *AgentDaemonSetReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {

@@ -9,10 +9,12 @@ import (
 	"os"
 	"runtime/debug"
 	"slices"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
@@ -168,6 +170,9 @@ func run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		if err := ownedByNamespace(ctx, mgr.GetAPIReader(), namespace, policies); err != nil {
+			return err
+		}
 		if err := (&controllers.AgentDaemonSetReconciler{Client: mgr.GetClient(), DaemonSet: ds, Policies: policies}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the agents' DaemonSet: %w", err)
 		}
@@ -180,6 +185,22 @@ func run(ctx context.Context, args []string) error {
 	}
 	log.Info("Starting manager", "version", version, "backend", backendName, "namespace", namespace, "leaderElection", leaderElect)
 	return mgr.Start(ctx)
+}
+
+// ownedByNamespace makes the manager's namespace the owner of the cluster-scoped admission policies it applies, so
+// that they go with it: OLM removes only what it created, and on a real cluster the policies outlived the operator's
+// uninstall (test/install/singlenode). A Namespace is the one cluster-scoped owner the manager knows of.
+func ownedByNamespace(ctx context.Context, r client.Reader, namespace string, objs []client.Object) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	var ns corev1.Namespace
+	if err := r.Get(ctx, client.ObjectKey{Name: namespace}, &ns); err != nil {
+		return fmt.Errorf("reading the manager's namespace %s, the owner of the agents' admission policies: %w", namespace, err)
+	}
+	for _, o := range objs {
+		o.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: "v1", Kind: "Namespace", Name: ns.Name, UID: ns.UID}})
+	}
+	return nil
 }
 
 func envOr(key, def string) string {

@@ -131,6 +131,14 @@ func TestManagerBinary(t *testing.T) {
 		return &p
 	}
 	vap := policy()
+	// Owned by the manager's namespace, so that they go with it (an OLM uninstall removes only what OLM created).
+	var ns corev1.Namespace
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "anycast-test"}, &ns); err != nil {
+		t.Fatal(err)
+	}
+	if refs := vap.OwnerReferences; len(refs) != 1 || refs[0].Kind != "Namespace" || refs[0].UID != ns.UID {
+		t.Errorf("the agents' admission policy is owned by %+v, want the namespace anycast-test (%s)", refs, ns.UID)
+	}
 	if err := k8s.Delete(ctx, vap); err != nil {
 		t.Fatal(err)
 	}

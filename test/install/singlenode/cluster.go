@@ -37,7 +37,7 @@ import (
 
 const (
 	// ServiceIP is the kubernetes Service's address (the first of the service range), on lo while the cluster runs.
-	ServiceIP = "10.96.0.1"
+	ServiceIP   = "10.96.0.1"
 	serviceCIDR = "10.96.0.0/24"
 	podCIDR     = "10.88.0.0/24"
 	bridgeName  = "anycni0"
@@ -159,7 +159,9 @@ func (c *Cluster) start(t testing.TB) error {
 				[]string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "localhost"})
 		},
 		func() error { return p.client("admin", "singlenode-admin", "system:masters") },
-		func() error { return p.client("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters") },
+		func() error {
+			return p.client("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters")
+		},
 		func() error { return p.client("controller-manager", "system:kube-controller-manager") },
 		func() error { return p.client("scheduler", "system:kube-scheduler") },
 		func() error { return p.client("kubelet", "system:node:"+NodeName, "system:nodes") },

@@ -21,10 +21,13 @@ import (
 	operatorsv1alpha1 "github.com/operator-framework/api/pkg/operators/v1alpha1"
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart/loader"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -114,7 +117,7 @@ func newWorld(t *testing.T) *world {
 		PauseImage: pause, PauseTag: imageTag(t, pause), Images: archives,
 		HostPaths: []string{"/var/lib/anycast-agent"}}) // the agents' state directory (config/agent/daemonset.yaml)
 	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, anycastv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, anycastv1.AddToScheme, apiextensionsv1.AddToScheme} {
 		if err := add(scheme); err != nil {
 			t.Fatal(err)
 		}
@@ -167,6 +170,16 @@ func (w *world) exercise(t *testing.T, p installPath) {
 	if ap := got[0].ASPath; len(ap) != 1 || ap[0] != localASN {
 		t.Errorf("AS path %v, want [%d]", ap, localASN)
 	}
+	// The agent reported it (its status write passed the admission policy with its Pod-bound token), and the
+	// manager counted it.
+	poll(t, time.Minute, "the AnycastPrefix Ready, announced by 1 of 1 nodes", func() (bool, string) {
+		var ap anycastv1.AnycastPrefix
+		if err := w.k8s.Get(ctx, client.ObjectKey{Name: "web"}, &ap); err != nil {
+			return false, err.Error()
+		}
+		ready := meta.FindStatusCondition(ap.Status.Conditions, anycastv1.ConditionReady)
+		return ready != nil && ready.Status == metav1.ConditionTrue && ap.Status.Announcing == "1/1", fmt.Sprintf("%+v", ap.Status)
+	})
 	downs := w.router.Downs(w.lab.Nodes4[0])
 
 	w.service.healthy.Store(false)
@@ -573,11 +586,28 @@ func (w *world) waitGone(t *testing.T) {
 			left = append(left, "namespace "+namespace)
 		}
 		var crs rbacv1.ClusterRoleList
-		if err := w.k8s.List(ctx, &crs); err == nil {
-			for _, r := range crs.Items {
-				if strings.Contains(r.Name, "anycast") {
-					left = append(left, "ClusterRole "+r.Name)
-				}
+		var vaps admissionregistrationv1.ValidatingAdmissionPolicyList
+		var bindings admissionregistrationv1.ValidatingAdmissionPolicyBindingList
+		var crds apiextensionsv1.CustomResourceDefinitionList
+		if err := errors.Join(w.k8s.List(ctx, &crs), w.k8s.List(ctx, &vaps), w.k8s.List(ctx, &bindings), w.k8s.List(ctx, &crds)); err != nil {
+			return false, err.Error()
+		}
+		var names []string
+		for _, r := range crs.Items {
+			names = append(names, "ClusterRole "+r.Name)
+		}
+		for _, p := range vaps.Items {
+			names = append(names, "ValidatingAdmissionPolicy "+p.Name)
+		}
+		for _, b := range bindings.Items {
+			names = append(names, "ValidatingAdmissionPolicyBinding "+b.Name)
+		}
+		for _, c := range crds.Items {
+			names = append(names, "CustomResourceDefinition "+c.Name)
+		}
+		for _, n := range names {
+			if strings.Contains(n, "anycast") {
+				left = append(left, n)
 			}
 		}
 		return len(left) == 0, strings.Join(left, ", ")
@@ -597,4 +627,3 @@ func poll(t *testing.T, limit time.Duration, what string, ok func() (bool, strin
 	}
 	t.Fatalf("%s: not after %v: %s", what, limit, last)
 }
-
