@@ -134,7 +134,7 @@ test: preflight-test prefetch-background verify-gen lint envtest-assets metallb-
 	$(TEST_ENV) go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /test/demo) -count=1
 	cd test/upstream && go vet ./... && go test $(GO_TEST_FLAGS) ./... -count=1
 	cd test/ciliumbgp && go vet ./...
-	$(MAKE) --no-print-directory build-installer images
+	$(MAKE) --no-print-directory build-installer images cluster-binaries
 	cd test/install && go vet ./... && $(TEST_ENV) go test $(GO_TEST_FLAGS) ./... -count=1
 	$(MAKE) --no-print-directory demo-check
 

@@ -27,7 +27,7 @@ part() {
 part "main module" go mod download &
 part "test/upstream" bash -c 'cd test/upstream && go mod download' &
 part "test/install" bash -c 'cd test/install && go mod download' &
-part "kube-apiserver, etcd, kubectl" hack/build-envtest-assets.sh --download-only &
+part "kube-apiserver, etcd, kubectl, kubelet, kube-controller-manager, kube-scheduler" hack/build-envtest-assets.sh --download-only --cluster &
 part "MetalLB speaker" hack/build-metallb-speaker.sh --download-only &
 part "krew" hack/build-krew.sh --download-only &
 part "Cilium BGP harness" hack/build-cilium-bgp.sh --download-only &

@@ -34,8 +34,16 @@ calico=(
   "apt-get:apt:BIRD 1.6.8 for Calico's confd is fetched with apt-get download (it conflicts with bird2, so it is unpacked, not installed)"
   "dpkg-deb:dpkg:unpacking BIRD 1.6.8 (make calico-confd)"
 )
+cluster=(
+  "containerd:containerd:test/install/singlenode runs a real kubelet over containerd (on private paths)"
+  "ctr:containerd:importing the images built here into that containerd"
+  "runc:runc:containerd's OCI runtime"
+  "/usr/lib/cni/bridge:containernetworking-plugins:the pod network of that cluster (bridge and host-local CNI plugins)"
+  "iptables-save:iptables:checking that the cluster left the host's iptables as it found them"
+  "setpriv:util-linux:running the agent's init step with only the capabilities its container has"
+)
 case "$target" in
-  test) needs=("${base[@]}" "${routers[@]}" "${calico[@]}") root=true ;;
+  test) needs=("${base[@]}" "${routers[@]}" "${calico[@]}" "${cluster[@]}") root=true ;;
   bench) needs=("${base[@]}" "${routers[@]}") root=true ;;
   demo) needs=("${base[@]}") root=false ;;
   *) echo "preflight: unknown target $target (test, bench or demo)" >&2; exit 2 ;;
