@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -67,10 +68,23 @@ func (c *Cluster) stop(t testing.TB) {
 	}
 }
 
-// deletePods deletes every pod and waits (bounded) until the kubelet has stopped them.
+// deletePods deletes every workload and pod and waits (bounded) until the kubelet has stopped them, so that each
+// pod's containers get their grace period (what a test left running after a failure, too).
 func (c *Cluster) deletePods(t testing.TB) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
+	for _, workload := range []client.Object{&appsv1.DaemonSet{}, &appsv1.Deployment{}, &appsv1.ReplicaSet{}} {
+		var namespaces corev1.NamespaceList
+		if err := c.Client.List(ctx, &namespaces); err != nil {
+			t.Logf("listing namespaces at teardown: %v", err)
+			return
+		}
+		for _, ns := range namespaces.Items {
+			if err := c.Client.DeleteAllOf(ctx, workload, client.InNamespace(ns.Name)); err != nil {
+				t.Logf("deleting %T in %s at teardown: %v", workload, ns.Name, err)
+			}
+		}
+	}
 	var pods corev1.PodList
 	if err := c.Client.List(ctx, &pods); err != nil {
 		t.Logf("listing pods at teardown: %v", err)
@@ -85,7 +99,6 @@ func (c *Cluster) deletePods(t testing.TB) {
 		}
 		time.Sleep(time.Second)
 	}
-	// DaemonSet and Deployment pods come back until their owners go; the CRI pass below removes them.
 	t.Logf("pods still listed at teardown: %d", len(pods.Items))
 }
 
