@@ -111,6 +111,11 @@ func Prerequisites(binDir string) string {
 // Start starts the cluster and waits until its node is Ready; everything is stopped and put back when t ends.
 func Start(t testing.TB, o Options) *Cluster {
 	t.Helper()
+	if os.Geteuid() == 0 {
+		if err := removeStale(t); err != nil {
+			t.Fatalf("cleaning up after a killed run: %v", err)
+		}
+	}
 	if msg := Prerequisites(o.BinDir); msg != "" {
 		t.Fatal(msg)
 	}
@@ -120,6 +125,9 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 	dir, err := os.MkdirTemp("", "singlenode-")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeMarker(dir, host); err != nil {
 		t.Fatal(err)
 	}
 	c := &Cluster{Dir: dir, opts: o, procs: map[string]*process{}, host: host}

@@ -198,6 +198,15 @@ func (s *hostState) restore() []error {
 	if err := s.deleteNewTables(); err != nil {
 		errs = append(errs, fmt.Errorf("deleting nf_tables tables: %w", err))
 	}
+	if lo, err := lines("ip", "-o", "addr", "show", "dev", "lo"); err == nil && !slices.Equal(lo, s.loAddrs) {
+		for _, l := range lo {
+			if strings.Contains(l, " "+ServiceIP+"/32 ") && !slices.Contains(s.loAddrs, l) {
+				if out, err := exec.Command("ip", "addr", "del", ServiceIP+"/32", "dev", "lo").CombinedOutput(); err != nil {
+					errs = append(errs, fmt.Errorf("ip addr del %s dev lo: %v: %s", ServiceIP, err, out))
+				}
+			}
+		}
+	}
 	for _, c := range cgroupDirs() {
 		if !s.cgroups[c] {
 			if err := removeCgroup(c); err != nil {

@@ -28,8 +28,11 @@ func startProcess(dir, name, bin string, args ...string) (*process, error) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	// Its own process group, so that a stop reaches what it forks (containerd's shims leave it on purpose).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Its own process group, so that a stop reaches what it forks (containerd's shims leave it on purpose). No
+	// Pdeathsig: Linux sends it when the forking *thread* ends, and Go ends a thread whenever a goroutine locked to
+	// it returns, as the test router's network-namespace goroutines do (containerd was killed that way). A run
+	// killed before its cleanup is cleaned up by the next one instead (removeStale).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)

@@ -59,6 +59,9 @@ func (c *Cluster) stop(t testing.TB) {
 	} else {
 		t.Logf("SINGLENODE_KEEP: the cluster's directory is kept: %s", c.Dir)
 	}
+	if err := os.Remove(markerPath); err != nil {
+		t.Errorf("removing %s: %v", markerPath, err)
+	}
 	left, err := c.host.diff()
 	if err != nil {
 		t.Errorf("checking the host: %v", err)
