@@ -29,6 +29,7 @@ import (
 
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/backend/metallb"
+	"github.com/anycast-operator/anycast-operator/internal/deathsig"
 	"github.com/anycast-operator/anycast-operator/internal/procstat"
 	"github.com/anycast-operator/anycast-operator/internal/speaker"
 	"github.com/anycast-operator/anycast-operator/internal/speaker/bgptest"
@@ -70,8 +71,8 @@ func startLogged(t testing.TB, name string, cmd *exec.Cmd, lines int, always boo
 		t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// Forked from a thread that never ends: the routers' netns goroutines end theirs, which would kill the child.
+	if err := deathsig.Start(cmd, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})

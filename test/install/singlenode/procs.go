@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/anycast-operator/anycast-operator/internal/deathsig"
 )
 
 // process is one daemon of the cluster, its output in a log file of the cluster's directory.
@@ -28,12 +30,12 @@ func startProcess(dir, name, bin string, args ...string) (*process, error) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	// Its own process group, so that a stop reaches what it forks (containerd's shims leave it on purpose). No
-	// Pdeathsig: Linux sends it when the forking *thread* ends, and Go ends a thread whenever a goroutine locked to
-	// it returns, as the test router's network-namespace goroutines do (containerd was killed that way). A run
-	// killed before its cleanup is cleaned up by the next one instead (removeStale).
+	// Its own process group, so that a stop reaches what it forks (containerd's shims leave it on purpose), and
+	// killed with the test binary (deathsig says why it must fork from its own thread: containerd was killed in CI
+	// when forked from a thread a test router's goroutine later ended). Containers outlive it anyway: a run killed
+	// before its cleanup is cleaned up by the next one (removeStale).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := deathsig.Start(cmd, syscall.SIGKILL); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
