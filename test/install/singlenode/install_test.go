@@ -190,7 +190,7 @@ func (w *world) exercise(t *testing.T, p installPath) {
 		t.Errorf("the session dropped %d times while the service failed and recovered", d-downs)
 	}
 
-	// kubectl rollout restart: the agent's pod is replaced; what the router sees is recorded (README "Upgrades").
+	// kubectl rollout restart: the agent's pod is replaced; what the router sees is recorded (README, "Shutdown").
 	changes := w.router.Changes(t)
 	before := w.runningPod(t, "anycast-agent").UID
 	w.kubectl(t, nil, "-n", namespace, "rollout", "restart", "daemonset/anycast-agent")
@@ -268,8 +268,11 @@ func (w *world) runningPod(t *testing.T, app string) *corev1.Pod {
 	return nil
 }
 
-// countChanges counts the best-path changes of the prefix the router has streamed so far.
+// countChanges counts the best-path changes of the prefix the router has streamed, until the last one seen is the
+// prefix's return (the stream is asynchronous to the RIB the caller waited on) or 10 s have passed.
 func countChanges(ch <-chan bgptest.Change) (withdrawals, announcements int) {
+	deadline := time.After(10 * time.Second)
+	back := false
 	for {
 		select {
 		case c := <-ch:
@@ -281,7 +284,11 @@ func countChanges(ch <-chan bgptest.Change) (withdrawals, announcements int) {
 			} else {
 				announcements++
 			}
-		default:
+			back = !c.Withdrawn
+			if back && withdrawals > 0 {
+				return
+			}
+		case <-deadline:
 			return
 		}
 	}
