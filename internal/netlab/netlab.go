@@ -139,6 +139,9 @@ func (l *Lab) remove(t testing.TB) {
 	}
 }
 
+// RemoveStale deletes what labs of processes that no longer exist left behind; New does it first anyway.
+func RemoveStale() { removeStale() }
+
 // removeStale deletes what runs that no longer exist left behind (interrupted by a timeout or a kill).
 func removeStale() {
 	entries, _ := os.ReadDir("/run/netns")

@@ -184,7 +184,8 @@ func (s *hostState) restore() []error {
 	if after, err := snapshot(); err == nil {
 		for _, l := range after.links {
 			if !slices.Contains(s.links, l) && (l == bridgeName || strings.HasPrefix(l, "veth")) {
-				if out, err := exec.Command("ip", "link", "del", l).CombinedOutput(); err != nil {
+				// A pod's veth also goes by itself once its network namespace has: gone in between is fine.
+				if out, err := exec.Command("ip", "link", "del", l).CombinedOutput(); err != nil && !strings.Contains(string(out), "Cannot find device") {
 					errs = append(errs, fmt.Errorf("ip link del %s: %v: %s", l, err, out))
 				}
 			}
