@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -76,6 +77,27 @@ type Cluster struct {
 	host  *hostState
 	// unforward removes the Service address and its forwarder.
 	unforward func()
+}
+
+// ArchiveTag is the one tag a docker-archive (make images, make cluster-binaries) was written under.
+func ArchiveTag(path string) (string, error) {
+	m, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(path) })
+	if err != nil {
+		return "", fmt.Errorf("%s: %w (make images and make cluster-binaries write it; make test runs both)", path, err)
+	}
+	if len(m) != 1 || len(m[0].RepoTags) != 1 {
+		return "", fmt.Errorf("%s: want one image with one tag: %+v", path, m)
+	}
+	return m[0].RepoTags[0], nil
+}
+
+// BinDir is where the cluster's binaries are: KUBEBUILDER_ASSETS (as make test sets it), else the repository's
+// bin/k8s/1.37.2.
+func BinDir(repoRoot string) string {
+	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
+		return d
+	}
+	return filepath.Join(repoRoot, "bin/k8s/1.37.2")
 }
 
 // Prerequisites returns what the machine lacks to run a cluster ("" when nothing).

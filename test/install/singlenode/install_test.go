@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -17,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	operatorsv1alpha1 "github.com/operator-framework/api/pkg/operators/v1alpha1"
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart/loader"
@@ -100,10 +98,7 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := os.Getenv("KUBEBUILDER_ASSETS")
-	if bin == "" {
-		bin = filepath.Join(root, "bin/k8s/1.37.2")
-	}
+	bin := singlenode.BinDir(root)
 	w := &world{root: root, images: map[string]string{}}
 	var archives []string
 	for _, c := range []string{"manager", "agent"} {
@@ -138,17 +133,13 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-// imageTag is the tag a docker-archive was written under.
 func imageTag(t *testing.T, path string) string {
 	t.Helper()
-	m, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(path) })
+	tag, err := singlenode.ArchiveTag(path)
 	if err != nil {
-		t.Fatalf("%s: %v (make images and make cluster-binaries write it; make test runs both)", path, err)
+		t.Fatal(err)
 	}
-	if len(m) != 1 || len(m[0].RepoTags) != 1 {
-		t.Fatalf("%s: want one image with one tag: %+v", path, m)
-	}
-	return m[0].RepoTags[0]
+	return tag
 }
 
 // exercise installs, checks what the router sees through the agent's life, and uninstalls.
@@ -492,11 +483,7 @@ func (w *world) setBundleImages(t *testing.T, csv []byte) []byte {
 
 func (w *world) kubectl(t *testing.T, stdin []byte, args ...string) string {
 	t.Helper()
-	bin := filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl")
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		bin = filepath.Join(w.root, "bin/k8s/1.37.2/kubectl")
-	}
-	cmd := exec.Command(bin, append([]string{"--kubeconfig", w.cluster.Kubeconfig}, args...)...)
+	cmd := exec.Command(filepath.Join(singlenode.BinDir(w.root), "kubectl"), append([]string{"--kubeconfig", w.cluster.Kubeconfig}, args...)...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}

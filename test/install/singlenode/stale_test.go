@@ -3,7 +3,6 @@ package singlenode
 import (
 	"bufio"
 	"context"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,7 +28,7 @@ func TestKilledRunIsCleanedUp(t *testing.T) {
 		runClusterUntilKilled(t)
 		return
 	}
-	if msg := Prerequisites(binDir(t)); msg != "" {
+	if msg := Prerequisites(BinDir(repoRoot(t))); msg != "" {
 		t.Fatal(msg)
 	}
 	before, err := snapshot()
@@ -91,13 +89,13 @@ func TestKilledRunIsCleanedUp(t *testing.T) {
 func runClusterUntilKilled(t *testing.T) {
 	lab := netlab.New(t, 1)
 	pause := filepath.Join(repoRoot(t), "bin/images/pause.tar")
-	m, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(pause) })
-	if err != nil || len(m) != 1 || len(m[0].RepoTags) != 1 {
-		t.Fatalf("%s: %v (make cluster-binaries writes it)", pause, err)
+	tag, err := ArchiveTag(pause)
+	if err != nil {
+		t.Fatal(err)
 	}
-	c := Start(t, Options{BinDir: binDir(t), NodeIP: lab.Nodes4[0], PauseImage: pause, PauseTag: m[0].RepoTags[0]})
+	c := Start(t, Options{BinDir: BinDir(repoRoot(t)), NodeIP: lab.Nodes4[0], PauseImage: pause, PauseTag: tag})
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "left-behind", Namespace: "default"}, Spec: corev1.PodSpec{
-		Containers: []corev1.Container{{Name: "pause", Image: m[0].RepoTags[0], ImagePullPolicy: corev1.PullNever}}}}
+		Containers: []corev1.Container{{Name: "pause", Image: tag, ImagePullPolicy: corev1.PullNever}}}}
 	ctx := context.Background()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -127,11 +125,4 @@ func repoRoot(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return root
-}
-
-func binDir(t *testing.T) string {
-	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
-		return d
-	}
-	return filepath.Join(repoRoot(t), "bin/k8s/1.37.2")
 }
