@@ -160,11 +160,11 @@ type rejectRule struct {
 }
 
 // rejectOutside returns Reject rules that match every route of the family (root is its /0) not inside one of
-// allowed, and no route inside one. The rules match a CIDR only (In, NotIn, Equal, NotEqual), which every Calico
-// BGPFilter has (3.28's has no prefix-length range; the API's later prefixLength is not used), so the set is a walk of the address trie: below the smallest prefix covering all of allowed
-// (NotIn it), a subtree holding none of allowed is rejected whole (In), and a node above one of allowed is rejected
-// exactly (Equal), since an aggregate covering an allowed prefix is not inside it. One allowed prefix takes one rule;
-// none rejects the whole family.
+// allowed, and no route inside one. The rules match a CIDR only (In, NotIn, Equal), which every Calico BGPFilter has
+// (3.28's has no prefix-length range; the API's later prefixLength is not used), so the set is a walk of the address
+// trie: below the smallest prefix covering all of allowed (NotIn it), a subtree holding none of allowed is rejected
+// whole (In), and a node above one of allowed is rejected exactly (Equal), since an aggregate covering an allowed
+// prefix is not inside it. One allowed prefix takes one rule; none rejects the whole family.
 func rejectOutside(allowed []netip.Prefix, root netip.Prefix) []rejectRule {
 	allowed = slices.Clone(allowed)
 	for i := range allowed {

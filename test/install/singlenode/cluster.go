@@ -9,6 +9,8 @@
 // CAP_SYS_RESOURCE), the kubelet with failCgroupV1 false, cgroupDriver cgroupfs (containerd 1.6 has no
 // RuntimeConfig) and oomScoreAdj 0. There is no kube-proxy: the API server's Service address is put on lo and
 // forwarded to the API server by the test, which is all in-cluster clients need. There is no cluster DNS.
+//
+// A failing test prints the daemons' logs; SINGLENODE_KEEP=1 keeps the cluster's directory (pod logs included) too.
 package singlenode
 
 import (
@@ -91,15 +93,6 @@ func ArchiveTag(path string) (string, error) {
 	return m[0].RepoTags[0], nil
 }
 
-// BinDir is where the cluster's binaries are: KUBEBUILDER_ASSETS (as make test sets it), else the repository's
-// bin/k8s/1.37.2.
-func BinDir(repoRoot string) string {
-	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
-		return d
-	}
-	return filepath.Join(repoRoot, "bin/k8s/1.37.2")
-}
-
 // Prerequisites returns what the machine lacks to run a cluster ("" when nothing).
 func Prerequisites(binDir string) string {
 	var missing []string
@@ -154,14 +147,13 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 	c := &Cluster{Dir: dir, opts: o, procs: map[string]*process{}, host: host}
 	t.Cleanup(func() { c.stop(t) })
-	if err := c.start(t); err != nil {
-		c.dumpLogs(t)
-		t.Fatal(err)
+	if err := c.start(); err != nil {
+		t.Fatal(err) // the cleanup prints the daemons' logs
 	}
 	return c
 }
 
-func (c *Cluster) start(t testing.TB) error {
+func (c *Cluster) start() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	pkiDir := filepath.Join(c.Dir, "pki")
@@ -254,7 +246,7 @@ func (c *Cluster) start(t testing.TB) error {
 	if err := c.waitReadyz(ctx); err != nil {
 		return err
 	}
-	if err := c.serviceAddress(t, nodeIP, apiPort); err != nil {
+	if err := c.serviceAddress(nodeIP, apiPort); err != nil {
 		return err
 	}
 	if err := c.run("kube-controller-manager", "--kubeconfig="+kubeconfigs["controller-manager"],
@@ -323,7 +315,7 @@ func restConfigFor(cfg *rest.Config) *rest.Config {
 
 // serviceAddress puts the kubernetes Service's address on lo and forwards its port 443 to the API server: what
 // kube-proxy would do for the one Service in-cluster clients need.
-func (c *Cluster) serviceAddress(t testing.TB, nodeIP string, apiPort int) error {
+func (c *Cluster) serviceAddress(nodeIP string, apiPort int) error {
 	if out, err := exec.Command("ip", "addr", "add", ServiceIP+"/32", "dev", "lo").CombinedOutput(); err != nil {
 		return fmt.Errorf("ip addr add %s dev lo: %v: %s", ServiceIP, err, out)
 	}
@@ -357,7 +349,7 @@ func (c *Cluster) serviceAddress(t testing.TB, nodeIP string, apiPort int) error
 			go func() { _, _ = io.Copy(in, out); in.Close() }()
 		}
 	}()
-	c.unforward = sync.OnceFunc(func() {
+	c.unforward = func() {
 		l.Close()
 		mu.Lock()
 		for _, c := range conns {
@@ -366,7 +358,7 @@ func (c *Cluster) serviceAddress(t testing.TB, nodeIP string, apiPort int) error
 		mu.Unlock()
 		wg.Wait()
 		_ = exec.Command("ip", "addr", "del", ServiceIP+"/32", "dev", "lo").Run()
-	})
+	}
 	return nil
 }
 
@@ -426,6 +418,10 @@ state = %q
 }
 
 func (c *Cluster) startKubelet(kubeconfig string, p *pki) error {
+	port, err := freePort(c.opts.NodeIP.String())
+	if err != nil {
+		return err
+	}
 	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # This host has cgroup v1, and containerd 1.6 answers no RuntimeConfig (so the kubelet cannot learn the driver).
@@ -457,7 +453,7 @@ authentication:
 authorization: {mode: Webhook}
 rotateCertificates: false
 serverTLSBootstrap: false
-`, containerdSocket, c.opts.NodeIP, mustFreePort(c.opts.NodeIP.String()), filepath.Join(c.Dir, "pods-logs"),
+`, containerdSocket, c.opts.NodeIP, port, filepath.Join(c.Dir, "pods-logs"),
 		filepath.Join(c.Dir, "volume-plugins"), p.path("ca.crt"))
 	path := filepath.Join(c.Dir, "kubelet.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
@@ -496,14 +492,6 @@ func freePort(host string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func mustFreePort(host string) int {
-	p, err := freePort(host)
-	if err != nil {
-		panic(err)
-	}
-	return p
-}
-
 // ContainerLogs is the end of the latest log of a pod's container, read from the kubelet's pod log directory.
 func (c *Cluster) ContainerLogs(namespace, pod string, uid, container string, lines int) string {
 	files, _ := filepath.Glob(filepath.Join(c.Dir, "pods-logs", namespace+"_"+pod+"_"+uid, container, "*.log"))
@@ -517,9 +505,14 @@ func (c *Cluster) ContainerLogs(namespace, pod string, uid, container string, li
 		}
 	}
 	data, _ := os.ReadFile(latest)
+	return strings.Join(lastLines(data, lines), "\n")
+}
+
+// lastLines are the last n lines of a log.
+func lastLines(data []byte, n int) []string {
 	ls := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(ls) > lines {
-		ls = ls[len(ls)-lines:]
+	if len(ls) > n {
+		ls = ls[len(ls)-n:]
 	}
-	return strings.Join(ls, "\n")
+	return ls
 }

@@ -39,6 +39,7 @@ import (
 	anycastv1 "github.com/anycast-operator/anycast-operator/api/v1alpha1"
 	"github.com/anycast-operator/anycast-operator/internal/netlab"
 	"github.com/anycast-operator/anycast-operator/internal/speaker/bgptest"
+	"github.com/anycast-operator/anycast-operator/internal/testenv"
 	"github.com/anycast-operator/anycast-operator/test/install/singlenode"
 )
 
@@ -55,6 +56,7 @@ var prefix = netip.MustParsePrefix("198.51.100.0/24")
 // namespace behind a veth), and the node's local service whose health the test sets.
 type world struct {
 	root    string
+	bin     string // the cluster's binaries and kubectl
 	cluster *singlenode.Cluster
 	k8s     client.Client
 	lab     *netlab.Lab
@@ -94,12 +96,15 @@ type installPath struct {
 }
 
 func newWorld(t *testing.T) *world {
-	root, err := filepath.Abs("../../..")
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := singlenode.BinDir(root)
-	w := &world{root: root, images: map[string]string{}}
+	bin, err := testenv.AssetsDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &world{root: root, bin: bin, images: map[string]string{}}
 	var archives []string
 	for _, c := range []string{"manager", "agent"} {
 		path := filepath.Join(root, "bin/images", c+".tar")
@@ -263,7 +268,6 @@ func (w *world) runningPod(t *testing.T, app string) *corev1.Pod {
 // prefix's return (the stream is asynchronous to the RIB the caller waited on) or 10 s have passed.
 func countChanges(ch <-chan bgptest.Change) (withdrawals, announcements int) {
 	deadline := time.After(10 * time.Second)
-	back := false
 	for {
 		select {
 		case c := <-ch:
@@ -272,11 +276,7 @@ func countChanges(ch <-chan bgptest.Change) (withdrawals, announcements int) {
 			}
 			if c.Withdrawn {
 				withdrawals++
-			} else {
-				announcements++
-			}
-			back = !c.Withdrawn
-			if back && withdrawals > 0 {
+			} else if announcements++; withdrawals > 0 {
 				return
 			}
 		case <-deadline:
@@ -483,7 +483,7 @@ func (w *world) setBundleImages(t *testing.T, csv []byte) []byte {
 
 func (w *world) kubectl(t *testing.T, stdin []byte, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(singlenode.BinDir(w.root), "kubectl"), append([]string{"--kubeconfig", w.cluster.Kubeconfig}, args...)...)
+	cmd := exec.Command(filepath.Join(w.bin, "kubectl"), append([]string{"--kubeconfig", w.cluster.Kubeconfig}, args...)...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}

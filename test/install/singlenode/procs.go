@@ -74,10 +74,7 @@ func (p *process) stop(grace time.Duration) {
 // tail is the end of the process's log, for a failure message.
 func (p *process) tail(n int) string {
 	data, _ := os.ReadFile(p.log)
-	ls := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(ls) > n {
-		ls = ls[len(ls)-n:]
-	}
+	ls := lastLines(data, n)
 	return fmt.Sprintf("--- %s (%s), last %d lines:\n%s", p.name, p.log, len(ls), strings.Join(ls, "\n"))
 }
 

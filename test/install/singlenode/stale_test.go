@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/anycast-operator/anycast-operator/internal/netlab"
+	"github.com/anycast-operator/anycast-operator/internal/testenv"
 )
 
 const killedChildEnv = "SINGLENODE_KILLED_CHILD"
@@ -26,9 +27,10 @@ const killedChildEnv = "SINGLENODE_KILLED_CHILD"
 func TestKilledRunIsCleanedUp(t *testing.T) {
 	if os.Getenv(killedChildEnv) != "" {
 		runClusterUntilKilled(t)
-		return
+		return // not reached: the parent kills this process
 	}
-	if msg := Prerequisites(BinDir(repoRoot(t))); msg != "" {
+	_, bin := locate(t)
+	if msg := Prerequisites(bin); msg != "" {
 		t.Fatal(msg)
 	}
 	before, err := snapshot()
@@ -87,13 +89,14 @@ func TestKilledRunIsCleanedUp(t *testing.T) {
 
 // runClusterUntilKilled is the child: a cluster with one pod on the bridge network, then it waits to be killed.
 func runClusterUntilKilled(t *testing.T) {
+	root, bin := locate(t)
 	lab := netlab.New(t, 1)
-	pause := filepath.Join(repoRoot(t), "bin/images/pause.tar")
+	pause := filepath.Join(root, "bin/images/pause.tar")
 	tag, err := ArchiveTag(pause)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := Start(t, Options{BinDir: BinDir(repoRoot(t)), NodeIP: lab.Nodes4[0], PauseImage: pause, PauseTag: tag})
+	c := Start(t, Options{BinDir: bin, NodeIP: lab.Nodes4[0], PauseImage: pause, PauseTag: tag})
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "left-behind", Namespace: "default"}, Spec: corev1.PodSpec{
 		Containers: []corev1.Container{{Name: "pause", Image: tag, ImagePullPolicy: corev1.PullNever}}}}
 	ctx := context.Background()
@@ -119,10 +122,14 @@ func runClusterUntilKilled(t *testing.T) {
 	select {} // the parent kills this process here
 }
 
-func repoRoot(t *testing.T) string {
-	root, err := filepath.Abs("../../..")
+// locate is the repository's root and the directory of the cluster's binaries.
+func locate(t *testing.T) (root, bin string) {
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return root
+	if bin, err = testenv.AssetsDir(root); err != nil {
+		t.Fatal(err)
+	}
+	return root, bin
 }

@@ -36,15 +36,13 @@ func (c *Cluster) stop(t testing.TB) {
 	if pids := killMatching("containerd-shim", containerdSocket); len(pids) > 0 {
 		t.Errorf("containerd shims outlived their sandboxes and were killed: %v", pids)
 	}
-	for i := len(c.order) - 1; i >= 0; i-- {
-		n := c.order[i]
-		if n == "kube-apiserver" && c.unforward != nil {
-			c.unforward()
-		}
-		c.procs[n].stop(10 * time.Second)
-	}
+	// The Service address goes before the API server (the controller manager and the scheduler use the node's
+	// address, not it); then the rest of the control plane, last started first stopped.
 	if c.unforward != nil {
 		c.unforward()
+	}
+	for i := len(c.order) - 1; i >= 0; i-- {
+		c.procs[c.order[i]].stop(10 * time.Second)
 	}
 	if err := unmountUnder(c.Dir); err != nil {
 		t.Errorf("unmounting what the cluster left under %s: %v", c.Dir, err)
@@ -76,12 +74,12 @@ func (c *Cluster) stop(t testing.TB) {
 func (c *Cluster) deletePods(t testing.TB) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
+	var namespaces corev1.NamespaceList
+	if err := c.Client.List(ctx, &namespaces); err != nil {
+		t.Logf("listing namespaces at teardown: %v", err)
+		return
+	}
 	for _, workload := range []client.Object{&appsv1.DaemonSet{}, &appsv1.Deployment{}, &appsv1.ReplicaSet{}} {
-		var namespaces corev1.NamespaceList
-		if err := c.Client.List(ctx, &namespaces); err != nil {
-			t.Logf("listing namespaces at teardown: %v", err)
-			return
-		}
 		for _, ns := range namespaces.Items {
 			if err := c.Client.DeleteAllOf(ctx, workload, client.InNamespace(ns.Name)); err != nil {
 				t.Logf("deleting %T in %s at teardown: %v", workload, ns.Name, err)
